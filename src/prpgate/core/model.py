@@ -1,0 +1,179 @@
+"""Domain values shared by the pure pipeline: lab results as read, and as normalised.
+
+Frozen, slotted dataclasses: they are created per OBX on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+
+__all__ = [
+    "Coding",
+    "Comparator",
+    "LabResult",
+    "Normalised",
+    "Patient",
+    "PatientId",
+    "ResultKey",
+    "ResultStatus",
+    "Unmapped",
+    "UnmappedReason",
+]
+
+
+class ResultStatus(Enum):
+    """Result status, in FHIR Observation.status vocabulary.
+
+    HL7 v2 OBX-11 (table 0085) maps onto it in ``core/oru.py``.
+    """
+
+    REGISTERED = "registered"
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    AMENDED = "amended"
+    CORRECTED = "corrected"
+    CANCELLED = "cancelled"
+    ENTERED_IN_ERROR = "entered-in-error"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_deciding(self) -> bool:
+        """Only final, corrected and amended results take part in decisions."""
+        return self in _DECIDING
+
+    @property
+    def is_retraction(self) -> bool:
+        """An entered-in-error result retracts what its earlier versions caused."""
+        return self is ResultStatus.ENTERED_IN_ERROR
+
+
+_DECIDING = frozenset({ResultStatus.FINAL, ResultStatus.CORRECTED, ResultStatus.AMENDED})
+
+
+class Comparator(Enum):
+    """A value qualifier, in FHIR Quantity.comparator vocabulary."""
+
+    LT = "<"
+    LE = "<="
+    GE = ">="
+    GT = ">"
+
+
+@dataclass(frozen=True, slots=True)
+class Coding:
+    """One code of an observation: ``system`` is the coding system as sent (``LN``,
+    ``http://loinc.org``, a local system name, or empty)."""
+
+    system: str
+    code: str
+    display: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PatientId:
+    """A patient identifier: ``system`` is a URI (from PID-3's assigning authority),
+    ``value`` the identifier (the MRN); ``type_code`` as sent (``MR``, ``SS``, …)."""
+
+    system: str
+    value: str
+    type_code: str = ""
+
+    @property
+    def key(self) -> str:
+        """Stable key used by the store and in output identities: ``system|value``."""
+        return f"{self.system}|{self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    """The patient a result belongs to. Names and birth dates are patient data:
+    they never reach logs unless explicitly enabled."""
+
+    identifier: PatientId
+    other_identifiers: tuple[PatientId, ...] = ()
+    name: str = ""
+    birth_date: str = ""
+    sex: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResultKey:
+    """A result's identity (DESIGN: sending facility, filler order number — else
+    placer —, observation code, OBX-4 sub-id; for FHIR: Observation.identifier)."""
+
+    facility: str
+    order: str
+    code: str
+    sub_id: str = ""
+
+    @property
+    def text(self) -> str:
+        """Canonical single-string form, used as a store key and in output identities."""
+        return "|".join((self.facility, self.order, self.code, self.sub_id))
+
+
+@dataclass(frozen=True, slots=True)
+class LabResult:
+    """One observation as read from the input, before mapping.
+
+    ``value_text`` is the decoded value as sent (OBX-5, or valueString/valueQuantity
+    rendered); for SN values ``comparator_text`` is SN.1 and ``value_text`` SN.2.
+    ``source`` locates it in the input (``OBX[7]`` or ``Bundle.entry[3]``).
+    """
+
+    key: ResultKey
+    patient: Patient
+    codes: tuple[Coding, ...]
+    value_type: str
+    value_text: str
+    unit_text: str
+    status: ResultStatus
+    effective: str
+    sending_facility: str
+    source: str
+    comparator_text: str = ""
+    unit_system: str = ""
+    reference_range: str = ""
+    abnormal_flags: tuple[str, ...] = ()
+    order_code: str = ""
+
+
+class UnmappedReason(Enum):
+    """Why a result was recorded without a normalised value; none of these decide."""
+
+    UNMAPPED_CODE = "unmapped-code"
+    UNKNOWN_UNIT = "unknown-unit"
+    UNCONVERTIBLE_UNIT = "unconvertible-unit"
+    NOT_NUMERIC = "not-numeric"
+    NO_VALUE = "no-value"
+    IMPLAUSIBLE = "implausible"
+
+
+@dataclass(frozen=True, slots=True)
+class Unmapped:
+    """A result the mapping layer could not normalise, and why."""
+
+    result: LabResult
+    reason: UnmappedReason
+    detail: str
+    analyte: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Normalised:
+    """A result mapped to an analyte, its value converted to the analyte's canonical unit.
+
+    ``factor`` is the multiplier applied to the sent value; ``ucum`` the UCUM code the
+    sent unit spelling resolved to.
+    """
+
+    result: LabResult
+    analyte: str
+    value: Decimal
+    unit: str
+    comparator: Comparator | None
+    sent_value: Decimal
+    ucum: str
+    factor: Decimal
