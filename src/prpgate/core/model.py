@@ -121,6 +121,8 @@ class LabResult:
     ``value_text`` is the decoded value as sent (OBX-5, or valueString/valueQuantity
     rendered); for SN values ``comparator_text`` is SN.1 and ``value_text`` SN.2.
     ``source`` locates it in the input (``OBX[7]`` or ``Bundle.entry[3]``).
+    ``effective`` is a FHIR dateTime (OBX-14, else OBR-7, else MSH-7) and
+    ``effective_sort`` a key that orders such instants across time zones.
     """
 
     key: ResultKey
@@ -138,6 +140,7 @@ class LabResult:
     reference_range: str = ""
     abnormal_flags: tuple[str, ...] = ()
     order_code: str = ""
+    effective_sort: str = ""
 
 
 class UnmappedReason(Enum):

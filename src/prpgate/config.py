@@ -1,0 +1,76 @@
+"""Settings: defaults < a config file (TOML) < environment variables (PRPGATE_*) < CLI flags.
+
+Parsed once at start-up by the CLI and passed down; nothing reads the environment
+on import.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from prpgate.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """All of prpgate's settings. Environment variables are ``PRPGATE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="PRPGATE_", extra="forbid")
+
+    store: Path = Field(
+        default=Path("prpgate.sqlite"), description="SQLite store file (embedded default)."
+    )
+    mappings: Path = Field(
+        default=Path("mappings"),
+        description="Folder holding analytes.yaml, units.yaml, senders.yaml, rules.yaml.",
+    )
+    durable: bool = Field(
+        default=True, description="fsync every commit (SQLite synchronous=FULL)."
+    )
+    max_message_bytes: int = Field(
+        default=4 * 1024 * 1024, gt=0, description="Larger inbound messages are rejected."
+    )
+    replay_batch: int = Field(
+        default=500, gt=0, description="Messages per store transaction during replay."
+    )
+    log_format: Literal["auto", "console", "json"] = Field(
+        default="auto", description="console for people, json for production; auto picks by TTY."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_phi: bool = Field(
+        default=False,
+        description="Allow patient names, birth dates and MRNs in logs (off by default).",
+    )
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional TOML file, the environment and explicit overrides.
+
+    ``overrides`` with value None are ignored (unset CLI flags). Raises ConfigError
+    naming the file or setting that is wrong.
+    """
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            with config_file.open("rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{config_file}: {exc}") from exc
+        values.update(data.get("prpgate", data))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        # init values beat the environment in pydantic-settings; keep file < env < flags
+        env_only = Settings()
+        merged = {**values}
+        for name in env_only.model_fields_set:
+            if name not in overrides or overrides[name] is None:
+                merged[name] = getattr(env_only, name)
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from exc

@@ -1,0 +1,222 @@
+"""Decisions -> FHIR R4 DetectedIssue and Flag resources (fhir.resources R4B models).
+
+Resources are built as plain dicts in a fixed key order, validated with the R4B
+models, and serialised compactly, so the same input always gives the same bytes.
+Nothing here reads a clock: every time in a resource comes from the input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fhir.resources.R4B.detectedissue import DetectedIssue
+from fhir.resources.R4B.flag import Flag
+from pydantic import ValidationError
+
+from prpgate.core.model import Coding, Normalised, PatientId
+from prpgate.core.rules import FlagChange, IssueChange
+from prpgate.errors import PrpgateError
+
+__all__ = [
+    "BuildError",
+    "Deployment",
+    "build_flag",
+    "build_issue",
+    "flag_identifier",
+    "issue_identifier",
+    "resource_id",
+]
+
+_LOINC_SYSTEMS = {"LN", "LOINC", "HTTP://LOINC.ORG", "2.16.840.1.113883.6.1"}
+_FLAG_CATEGORY = "http://terminology.hl7.org/CodeSystem/flag-category"
+_FLAG_DETAIL = "http://hl7.org/fhir/StructureDefinition/flag-detail"
+
+
+class BuildError(PrpgateError):
+    """A resource failed R4B validation: a bug or a mapping value FHIR cannot carry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """The deployment's own systems and the standard coding for a lab alert.
+
+    ``identifier_system`` is the base URI of output identifiers;
+    ``rule_code_system`` the system of rule codes (the rule id is the code);
+    ``issue_coding`` the standard DetectedIssue.code coding (v3 ActCode LAB).
+    """
+
+    identifier_system: str
+    rule_code_system: str
+    issue_coding: Coding
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def issue_identifier(patient_key: str, rule_id: str, result_key: str) -> str:
+    """Identifier value of the DetectedIssue for (patient, rule, source result)."""
+    return _digest("DetectedIssue", patient_key, rule_id, result_key)
+
+
+def flag_identifier(patient_key: str, rule_id: str) -> str:
+    """Identifier value of the patient's Flag for a rule (one per patient and rule)."""
+    return _digest("Flag", patient_key, rule_id)
+
+
+def resource_id(kind: str, identifier: str) -> str:
+    """Deterministic logical id for client-assigned-id writes (FHIR id: <= 64 chars)."""
+    prefix = "prp-di-" if kind == "DetectedIssue" else "prp-flag-"
+    return prefix + identifier
+
+
+def _dump(resource: dict[str, Any]) -> str:
+    return json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
+
+
+def _validate(model: type[DetectedIssue] | type[Flag], resource: dict[str, Any]) -> None:
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        raise BuildError(f"{resource['resourceType']} failed R4B validation: {exc}") from exc
+
+
+def _patient_ref(patient: PatientId) -> dict[str, Any]:
+    return {"identifier": {"system": patient.system, "value": patient.value}}
+
+
+def _coding(c: Coding) -> dict[str, str]:
+    out = {"system": c.system, "code": c.code}
+    if c.display:
+        out["display"] = c.display
+    return out
+
+
+def _rule_coding(dep: Deployment, rule_id: str, display: str) -> dict[str, str]:
+    return {"system": dep.rule_code_system, "code": rule_id, "display": display}
+
+
+def _result_ref(dep: Deployment, n: Normalised) -> dict[str, Any]:
+    r = n.result
+    unit = f" {r.unit_text}" if r.unit_text else ""
+    return {
+        "identifier": {"system": f"{dep.identifier_system}/lab-result", "value": r.key.text},
+        "display": f"{n.analyte} {r.comparator_text}{r.value_text}{unit}".strip(),
+    }
+
+
+def _evidence_code(n: Normalised) -> list[dict[str, Any]]:
+    loinc = [c for c in n.result.codes if c.system.upper() in _LOINC_SYSTEMS]
+    chosen = loinc[0] if loinc else n.result.codes[0]
+    system = "http://loinc.org" if loinc else chosen.system
+    coding: dict[str, str] = {"system": system, "code": chosen.code} if system else {
+        "code": chosen.code
+    }
+    if chosen.display:
+        coding["display"] = chosen.display
+    return [{"coding": [coding]}]
+
+
+def build_issue(
+    dep: Deployment,
+    change: IssueChange,
+    *,
+    patient: PatientId,
+    detail: str,
+    identified: str,
+) -> tuple[str, str]:
+    """Build (identifier, JSON) of the DetectedIssue a change asks for.
+
+    A retraction (``status`` entered-in-error) keeps the stored resource and changes
+    only its status; a final issue is built from the judgement. Raises BuildError
+    when the result does not validate against the R4B model.
+    """
+    if change.status == "entered-in-error" and change.existing is not None:
+        resource = json.loads(change.existing.resource)
+        resource["status"] = "entered-in-error"
+        _validate(DetectedIssue, resource)
+        return change.existing.identifier, _dump(resource)
+    assert change.judgement is not None and change.normalised is not None
+    j, n = change.judgement, change.normalised
+    ident = issue_identifier(patient.key, change.rule.id, change.result_key)
+    assert j.severity is not None
+    resource: dict[str, Any] = {
+        "resourceType": "DetectedIssue",
+        "id": resource_id("DetectedIssue", ident),
+        "identifier": [{"system": f"{dep.identifier_system}/detected-issue", "value": ident}],
+        "status": "final",
+        "code": {
+            "coding": [
+                _coding(dep.issue_coding),
+                _rule_coding(dep, change.rule.id, change.rule.display),
+            ],
+            "text": change.rule.display,
+        },
+        "severity": j.severity.value,
+        "patient": _patient_ref(patient),
+    }
+    if identified:
+        resource["identifiedDateTime"] = identified
+    resource["implicated"] = [_result_ref(dep, n)]
+    resource["evidence"] = [{"code": _evidence_code(n), "detail": [_result_ref(dep, n)]}]
+    resource["detail"] = detail
+    _validate(DetectedIssue, resource)
+    return ident, _dump(resource)
+
+
+def build_flag(
+    dep: Deployment,
+    change: FlagChange,
+    *,
+    patient: PatientId,
+    issue_ident: str,
+) -> tuple[str, str]:
+    """Build (identifier, JSON) of the patient's Flag for a rule after a state change.
+
+    Activation writes a fresh period starting at ``change.since`` and points
+    flag-detail at the DetectedIssue ``issue_ident``; deactivation keeps the stored
+    Flag and sets ``status`` inactive and ``period.end``.
+    """
+    ident = flag_identifier(patient.key, change.rule.id)
+    if change.status == "inactive":
+        assert change.existing is not None
+        resource = json.loads(change.existing.resource)
+        resource["status"] = "inactive"
+        period = resource.setdefault("period", {})
+        if change.since:
+            period["end"] = change.since
+        _validate(Flag, resource)
+        return change.existing.identifier, _dump(resource)
+    resource = {
+        "resourceType": "Flag",
+        "id": resource_id("Flag", ident),
+        "extension": [
+            {
+                "url": _FLAG_DETAIL,
+                "valueReference": {
+                    "identifier": {
+                        "system": f"{dep.identifier_system}/detected-issue",
+                        "value": issue_ident,
+                    },
+                    "type": "DetectedIssue",
+                },
+            }
+        ],
+        "identifier": [{"system": f"{dep.identifier_system}/flag", "value": ident}],
+        "status": "active",
+        "category": [
+            {"coding": [{"system": _FLAG_CATEGORY, "code": "lab", "display": "Lab"}]}
+        ],
+        "code": {
+            "coding": [_rule_coding(dep, change.rule.id, change.rule.display)],
+            "text": change.rule.flag_text,
+        },
+        "subject": _patient_ref(patient),
+    }
+    if change.since:
+        resource["period"] = {"start": change.since}
+    _validate(Flag, resource)
+    return ident, _dump(resource)

@@ -1,0 +1,445 @@
+"""ORU^R01 -> header, patients and LabResult values.
+
+The tokenizer (``er7``) knows nothing of message structure; this module walks the
+segments in order. PID starts a patient group, ORC/OBR set the order context, OBX
+makes a result. An OBX that comes before any OBR of its patient group waits for
+the next OBR (messages with "OBX before OBR" exist); an OBX after SPM or NTE is
+still read. Z-segments and segments this adapter does not use are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from prpgate.core import er7
+from prpgate.core.model import Coding, LabResult, Patient, PatientId, ResultKey, ResultStatus
+from prpgate.core.timestamps import parse_ts
+from prpgate.errors import ParseError
+
+__all__ = [
+    "SUPPORTED_VERSIONS",
+    "Header",
+    "OruReading",
+    "Problem",
+    "read_header",
+    "read_oru",
+]
+
+SUPPORTED_VERSIONS = frozenset(
+    {"2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2"}
+)
+
+# HL7 table 0085 (observation result status) -> FHIR Observation.status.
+_OBX11 = {
+    "F": ResultStatus.FINAL,
+    "U": ResultStatus.FINAL,  # status changed to final without retransmitting results
+    "C": ResultStatus.CORRECTED,
+    "A": ResultStatus.AMENDED,  # amended (v2.7+ usage by some senders)
+    "P": ResultStatus.PRELIMINARY,
+    "R": ResultStatus.PRELIMINARY,  # results entered, not verified
+    "S": ResultStatus.PRELIMINARY,  # partial results
+    "I": ResultStatus.REGISTERED,  # specimen in lab, results pending
+    "O": ResultStatus.REGISTERED,  # order detail only
+    "N": ResultStatus.CANCELLED,  # not asked
+    "X": ResultStatus.CANCELLED,  # results cannot be obtained
+    "D": ResultStatus.ENTERED_IN_ERROR,  # deletes the OBX record
+    "W": ResultStatus.ENTERED_IN_ERROR,  # post original as wrong
+}
+# HL7 table 0123 (result status, OBR-25), used when OBX-11 is empty.
+_OBR25 = {
+    "F": ResultStatus.FINAL,
+    "C": ResultStatus.CORRECTED,
+    "A": ResultStatus.PRELIMINARY,  # some, not all, results available
+    "P": ResultStatus.PRELIMINARY,
+    "R": ResultStatus.PRELIMINARY,
+    "S": ResultStatus.REGISTERED,
+    "I": ResultStatus.REGISTERED,
+    "O": ResultStatus.REGISTERED,
+    "X": ResultStatus.CANCELLED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What this adapter reads from MSH."""
+
+    sending_application: str
+    sending_facility: str
+    receiving_application: str
+    receiving_facility: str
+    timestamp: str
+    message_type: str
+    trigger_event: str
+    structure: str
+    control_id: str
+    processing_id: str
+    version: str
+    accept_ack_type: str
+    application_ack_type: str
+    charset: str
+    raw_sending_application: str
+    raw_sending_facility: str
+    raw_receiving_application: str
+    raw_receiving_facility: str
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A part of a message that could not be used, with its location (``OBX[7]-3``)."""
+
+    location: str
+    reason: str
+    code: int = 102
+
+
+@dataclass(frozen=True, slots=True)
+class OruReading:
+    """Everything read from one ORU message."""
+
+    header: Header
+    results: tuple[LabResult, ...]
+    patients: tuple[Patient, ...]
+    problems: tuple[Problem, ...]
+    warnings: tuple[str, ...]
+
+
+def _hd(seg: er7.Segment, n: int, d: er7.Delimiters) -> str:
+    """An HD field rendered as an identity: universal id when sent, else namespace id."""
+    namespace = er7.value(seg, n, 1, 1, delims=d)
+    universal = er7.value(seg, n, 1, 2, delims=d)
+    return universal or namespace
+
+
+def read_header(msg: er7.Message) -> Header:
+    """Read MSH; raises ParseError (code 100/101) when MSH is missing or unusable."""
+    msh = msg.segments[0] if msg.segments else None
+    if msh is None or msh.name != "MSH":
+        raise ParseError("message does not start with MSH", segment="MSH", code=100)
+    d = msg.delimiters
+
+    def v(n: int, comp: int = 1) -> str:
+        return er7.value(msh, n, 1, comp, delims=d)
+
+    return Header(
+        sending_application=_hd(msh, 3, d),
+        sending_facility=_hd(msh, 4, d),
+        receiving_application=_hd(msh, 5, d),
+        receiving_facility=_hd(msh, 6, d),
+        timestamp=v(7),
+        message_type=v(9, 1),
+        trigger_event=v(9, 2),
+        structure=v(9, 3),
+        control_id=v(10),
+        processing_id=v(11),
+        version=v(12),
+        accept_ack_type=v(15),
+        application_ack_type=v(16),
+        charset=v(18),
+        raw_sending_application=msh.field(3),
+        raw_sending_facility=msh.field(4),
+        raw_receiving_application=msh.field(5),
+        raw_receiving_facility=msh.field(6),
+    )
+
+
+def _check_header(header: Header) -> list[str]:
+    """Raise ParseError for what makes a message unacceptable (AR); return warnings."""
+    warnings: list[str] = []
+    if not header.message_type:
+        raise ParseError("MSH-9 message type is empty", segment="MSH", field=9, code=101)
+    if header.message_type != "ORU":
+        typ = "^".join(p for p in (header.message_type, header.trigger_event) if p)
+        raise ParseError(
+            f"unsupported message type {typ}: this adapter accepts ORU^R01",
+            segment="MSH",
+            field=9,
+            code=200,
+        )
+    if header.trigger_event not in ("R01", ""):
+        raise ParseError(
+            f"unsupported trigger event ORU^{header.trigger_event}: this adapter accepts ORU^R01",
+            segment="MSH",
+            field=9,
+            code=201,
+        )
+    if not header.trigger_event:
+        warnings.append("MSH-9 has no trigger event; read as ORU^R01")
+    if not header.control_id:
+        raise ParseError("MSH-10 message control id is empty", segment="MSH", field=10, code=101)
+    if not header.version:
+        raise ParseError("MSH-12 version id is empty", segment="MSH", field=12, code=101)
+    if header.version not in SUPPORTED_VERSIONS:
+        raise ParseError(
+            f"unsupported HL7 version {header.version}",
+            segment="MSH",
+            field=12,
+            code=203,
+        )
+    return warnings
+
+
+@dataclass(slots=True)
+class _Order:
+    key: str = ""
+    code: str = ""
+    effective: str = ""
+    status: str = ""
+
+
+@dataclass(slots=True)
+class _Walk:
+    """Mutable walk state while reading one message's segments."""
+
+    header: Header
+    d: er7.Delimiters
+    authorities: Mapping[str, str]
+    system_base: str
+    default_offset: str
+    patient: Patient | None = None
+    order: _Order | None = None
+    waiting: list[er7.Segment] = field(default_factory=list)
+    results: list[LabResult] = field(default_factory=list)
+    patients: list[Patient] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_oru(
+    msg: er7.Message,
+    *,
+    assigning_authorities: Mapping[str, str] | None = None,
+    identifier_system_base: str = "urn:prpgate:assigning-authority",
+    default_offset: str = "+00:00",
+) -> OruReading:
+    """Read an ORU^R01 into results.
+
+    ``assigning_authorities`` maps an assigning authority namespace id to an
+    identifier system URI; authorities with neither a universal id nor a mapping get
+    ``identifier_system_base/<namespace>``. Raises ParseError for a message that must
+    be rejected as a whole (wrong type or version, unusable MSH); parts that cannot
+    be used are returned as ``problems``.
+    """
+    header = read_header(msg)
+    warnings = _check_header(header)
+    walk = _Walk(
+        header=header,
+        d=msg.delimiters,
+        authorities=assigning_authorities or {},
+        system_base=identifier_system_base.rstrip("/"),
+        default_offset=default_offset,
+        warnings=[*msg.warnings, *warnings],
+    )
+    for seg in msg.segments[1:]:
+        name = seg.name
+        if name == "PID":
+            _flush_waiting(walk)
+            walk.patient = _read_patient(seg, walk)
+            walk.patients.append(walk.patient)
+            walk.order = None
+        elif name == "OBR":
+            walk.order = _read_order(seg, walk)
+            _flush_waiting(walk)
+        elif name == "ORC":
+            if walk.order is None or walk.order.key == "":
+                placer = er7.value(seg, 2, delims=walk.d)
+                filler = er7.value(seg, 3, delims=walk.d)
+                walk.order = _Order(key=_order_key(filler, placer, walk, seg, 3))
+        elif name == "OBX":
+            if walk.order is None:
+                walk.waiting.append(seg)
+            else:
+                _read_obx(seg, walk)
+    _flush_waiting(walk, final=True)
+    if not walk.patients and walk.results == []:
+        walk.problems.append(Problem("PID", "message has no PID segment", code=101))
+    return OruReading(
+        header=header,
+        results=tuple(walk.results),
+        patients=tuple(walk.patients),
+        problems=tuple(walk.problems),
+        warnings=tuple(walk.warnings),
+    )
+
+
+def _flush_waiting(walk: _Walk, *, final: bool = False) -> None:
+    if not walk.waiting:
+        return
+    if walk.order is None:
+        if not final:
+            return
+        walk.order = _Order()
+        walk.warnings.append("OBX without any OBR: result identity uses no order number")
+    pending, walk.waiting = walk.waiting, []
+    for seg in pending:
+        _read_obx(seg, walk)
+
+
+def _order_key(filler: str, placer: str, walk: _Walk, seg: er7.Segment, n: int) -> str:
+    """Filler order number (EI: entity id ^ namespace), else placer; '' when neither."""
+    d = walk.d
+    if filler:
+        ns = er7.value(seg, n, 1, 2, delims=d)
+        return f"F:{filler}^{ns}" if ns else f"F:{filler}"
+    if placer:
+        ns = er7.value(seg, n - 1, 1, 2, delims=d)
+        return f"P:{placer}^{ns}" if ns else f"P:{placer}"
+    return ""
+
+
+def _read_order(seg: er7.Segment, walk: _Walk) -> _Order:
+    d = walk.d
+    placer = er7.value(seg, 2, delims=d)
+    filler = er7.value(seg, 3, delims=d)
+    key = _order_key(filler, placer, walk, seg, 3)
+    if not key and walk.order is not None:
+        key = walk.order.key  # ORC carried the order numbers
+    if not key:
+        walk.warnings.append(
+            f"OBR[{seg.index}] has neither filler (OBR-3) nor placer (OBR-2) order number"
+        )
+    return _Order(
+        key=key,
+        code=er7.value(seg, 4, delims=d),
+        effective=er7.value(seg, 7, delims=d),
+        status=er7.value(seg, 25, delims=d),
+    )
+
+
+def _read_patient(seg: er7.Segment, walk: _Walk) -> Patient:
+    d = walk.d
+    ids: list[PatientId] = []
+    for rep in er7.repetitions(seg, 3, d):
+        comps = er7.components(rep, d)
+        value = comps[0] if comps else ""
+        if not value:
+            continue
+        authority = comps[3] if len(comps) > 3 else ""
+        type_code = comps[4] if len(comps) > 4 else ""
+        ids.append(PatientId(_system(authority, walk), value, type_code))
+    if not ids:
+        # PID-2 (external id, withdrawn in later versions) as a fallback
+        legacy = er7.value(seg, 2, delims=d)
+        if legacy:
+            ids.append(PatientId(_system("", walk), legacy, ""))
+    name_family = er7.value(seg, 5, 1, 1, delims=d)
+    name_given = er7.value(seg, 5, 1, 2, delims=d)
+    name = " ".join(p for p in (name_given, name_family) if p)
+    birth = er7.value(seg, 7, delims=d)
+    sex = er7.value(seg, 8, delims=d)
+    if not ids:
+        walk.problems.append(
+            Problem(f"PID[{seg.index}]-3", "PID-3 has no patient identifier", code=101)
+        )
+        return Patient(PatientId("", ""), (), name, birth, sex)
+    primary = next((i for i in ids if i.type_code == "MR"), ids[0])
+    others = tuple(i for i in ids if i is not primary)
+    return Patient(primary, others, name, birth, sex)
+
+
+def _system(authority: str, walk: _Walk) -> str:
+    """Identifier system URI for an assigning authority (HD rendered with sub-components)."""
+    sub = walk.d.subcomponent
+    parts = authority.split(sub) if authority else []
+    namespace = parts[0] if parts else ""
+    universal = parts[1] if len(parts) > 1 else ""
+    utype = (parts[2] if len(parts) > 2 else "").upper()
+    if namespace and namespace in walk.authorities:
+        return walk.authorities[namespace]
+    if universal:
+        if utype == "ISO":
+            return f"urn:oid:{universal}"
+        if utype == "UUID":
+            return f"urn:uuid:{universal}"
+        if utype in ("URI", "URL") or universal.startswith(("http://", "https://", "urn:")):
+            return universal
+        if namespace in walk.authorities:
+            return walk.authorities[namespace]
+    if namespace:
+        return f"{walk.system_base}/{quote(namespace, safe='')}"
+    # No assigning authority: scope the MRN to the sending facility.
+    facility = walk.header.sending_facility or walk.header.sending_application
+    return f"{walk.system_base}/facility/{quote(facility, safe='')}"
+
+
+def _codings(seg: er7.Segment, d: er7.Delimiters) -> tuple[Coding, ...]:
+    """OBX-3 primary (components 1-3) and alternate (4-6) codings."""
+    reps = er7.repetitions(seg, 3, d)
+    comps = er7.components(reps[0], d) if reps else []
+    comps += [""] * (6 - len(comps))
+    out: list[Coding] = []
+    if comps[0]:
+        out.append(Coding(comps[2], comps[0], comps[1]))
+    if comps[3]:
+        out.append(Coding(comps[5], comps[3], comps[4]))
+    return tuple(out)
+
+
+def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
+    d = walk.d
+    where = f"OBX[{seg.index}]"
+    patient = walk.patient
+    if patient is None:
+        walk.problems.append(Problem(where, "result with no patient (no PID before it)", 101))
+        return
+    codes = _codings(seg, d)
+    if not codes:
+        walk.problems.append(Problem(f"{where}-3", "OBX-3 observation identifier is empty", 101))
+        return
+    value_type = er7.value(seg, 2, delims=d)
+    comparator = ""
+    reps = er7.repetitions(seg, 5, d)
+    if value_type == "SN" and reps:
+        sn = er7.components(reps[0], d) + ["", "", "", ""]
+        comparator, num1, sep, num2 = sn[0], sn[1], sn[2], sn[3]
+        value_text = f"{num1}{sep}{num2}" if (sep or num2) else num1
+    elif len(reps) > 1:
+        value_text = " ~ ".join(er7.unescape(r, d) for r in reps)
+    elif reps:
+        value_text = er7.unescape(reps[0], d) if value_type not in ("CE", "CWE", "CNE") else (
+            er7.value(seg, 5, 1, 2, delims=d) or er7.value(seg, 5, 1, 1, delims=d)
+        )
+    else:
+        value_text = ""
+    unit_code = er7.value(seg, 6, 1, 1, delims=d) or er7.value(seg, 6, 1, 2, delims=d)
+    unit_system = er7.value(seg, 6, 1, 3, delims=d)
+    status_code = er7.value(seg, 11, delims=d)
+    order = walk.order or _Order()
+    if status_code:
+        status = _OBX11.get(status_code.upper(), ResultStatus.UNKNOWN)
+    else:
+        status = _OBR25.get(order.status.upper(), ResultStatus.UNKNOWN)
+    effective_raw = (
+        er7.value(seg, 14, delims=d) or order.effective or walk.header.timestamp
+    )
+    ts = parse_ts(effective_raw, default_offset=walk.default_offset)
+    primary = codes[0]
+    facility = walk.header.sending_facility
+    key = ResultKey(
+        facility=facility,
+        order=order.key,
+        code=f"{primary.system}^{primary.code}",
+        sub_id=er7.value(seg, 4, delims=d),
+    )
+    flags = tuple(f for f in (er7.unescape(r, d) for r in er7.repetitions(seg, 8, d)) if f)
+    walk.results.append(
+        LabResult(
+            key=key,
+            patient=patient,
+            codes=codes,
+            value_type=value_type,
+            value_text=value_text,
+            unit_text=unit_code,
+            status=status,
+            effective=ts.fhir if ts else "",
+            sending_facility=facility,
+            source=where,
+            comparator_text=comparator,
+            unit_system=unit_system,
+            reference_range=er7.value(seg, 7, delims=d),
+            abnormal_flags=flags,
+            order_code=order.code,
+            effective_sort=ts.sort_key if ts else "",
+        )
+    )

@@ -1,0 +1,416 @@
+"""The pure pipeline: bytes -> Reading (parse, map) -> Outcome (evaluate, build).
+
+Two steps, because the store must load the patients' state between them:
+
+    reading = read(raw, engine)                       # parse + map, no state
+    states = <store loads state for reading.needs()>
+    outcome = evaluate(reading, states, engine, seq=message_id)
+
+Neither step does I/O, reads a clock or logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+from prpgate.core import er7
+from prpgate.core.build import Deployment, build_flag, build_issue, issue_identifier
+from prpgate.core.model import (
+    LabResult,
+    Normalised,
+    Patient,
+    PatientId,
+    ResultStatus,
+    Unmapped,
+    UnmappedReason,
+)
+from prpgate.core.oru import Header, Problem, read_header, read_oru
+from prpgate.core.rules import IssueChange, PatientDecisions, Rule, decide
+from prpgate.core.state import OutputKind, PatientState, StoredOutput
+from prpgate.errors import ParseError
+
+__all__ = [
+    "AckCode",
+    "Disposition",
+    "Emitted",
+    "Engine",
+    "ErrorInfo",
+    "Needs",
+    "Normaliser",
+    "Outcome",
+    "Reading",
+    "evaluate",
+    "read",
+]
+
+
+class AckCode(Enum):
+    """HL7 original-mode acknowledgment codes (table 0008)."""
+
+    AA = "AA"
+    AE = "AE"
+    AR = "AR"
+
+
+class Disposition(Enum):
+    """What became of one inbound message."""
+
+    ACCEPTED = "accepted"
+    ERROR = "error"  # structurally valid, cannot be processed (AE)
+    REJECTED = "rejected"  # wrong type/version, unusable MSH, not HL7 (AR)
+    DUPLICATE = "duplicate"  # retransmit of a committed message, not processed again
+
+
+class Normaliser(Protocol):
+    """The mapping layer as the pipeline sees it (``core.mapping.Mapper``)."""
+
+    def normalise(self, result: LabResult) -> Normalised | Unmapped: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """Everything the pure pipeline needs, built once at start-up from mappings/."""
+
+    mapper: Normaliser
+    rules_by_analyte: Mapping[str, tuple[Rule, ...]]
+    deployment: Deployment
+    charset_overrides: Mapping[str, str] = field(default_factory=dict)
+    assigning_authorities: Mapping[str, str] = field(default_factory=dict)
+    identifier_system_base: str = "urn:prpgate:assigning-authority"
+    default_offset: str = "+00:00"
+    max_message_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why a message was not accepted: HL7 error code (table 0357) and location."""
+
+    code: int
+    location: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """The state a reading needs from the store, per patient key."""
+
+    analytes: Mapping[str, frozenset[str]]
+    result_keys: Mapping[str, frozenset[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A message parsed and mapped, before any state is consulted."""
+
+    raw: bytes
+    content_hash: str
+    disposition: Disposition
+    ack: AckCode
+    header: Header | None = None
+    results: tuple[Normalised | Unmapped, ...] = ()
+    patients: tuple[Patient, ...] = ()
+    errors: tuple[ErrorInfo, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def unmapped(self) -> tuple[Unmapped, ...]:
+        """Results recorded without a normalised value."""
+        return tuple(r for r in self.results if isinstance(r, Unmapped))
+
+    def needs(self) -> Needs:
+        """Which patients, analytes and result identities evaluation will look at."""
+        analytes: dict[str, set[str]] = {}
+        keys: dict[str, set[str]] = {}
+        for r in self.results:
+            if self.disposition is not Disposition.ACCEPTED:
+                break
+            pk = r.result.patient.identifier.key
+            analyte = r.analyte
+            if analyte:
+                analytes.setdefault(pk, set()).add(analyte)
+            keys.setdefault(pk, set()).add(r.result.key.text)
+        return Needs(
+            analytes={k: frozenset(v) for k, v in analytes.items()},
+            result_keys={k: frozenset(v) for k, v in keys.items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Emitted:
+    """One output resource version to store and put in the outbox."""
+
+    identifier: str
+    kind: OutputKind
+    patient_key: str
+    rule: str
+    result_key: str
+    status: str
+    resource: str
+    version: int
+    event: str  # "created" or "updated"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What evaluating a reading decided: state changes, emitted outputs, explanation."""
+
+    decisions: tuple[PatientDecisions, ...]
+    emitted: tuple[Emitted, ...]
+    explanation: tuple[dict[str, Any], ...]
+
+
+def content_hash(raw: bytes) -> str:
+    """SHA-256 of the message bytes with segment terminators normalised.
+
+    A retransmit that differs only in line endings or MLLP framing is the same content.
+    """
+    body = raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r").strip(b"\r\x0b\x1c\x00 ")
+    return hashlib.sha256(body).hexdigest()
+
+
+def _reject(raw: bytes, digest: str, exc: ParseError, header: Header | None) -> Reading:
+    """Not HL7, unusable MSH, wrong type or version: rejected (AR), nothing processed."""
+    err = ErrorInfo(exc.code, exc.location, exc.reason)
+    return Reading(raw=raw, content_hash=digest, disposition=Disposition.REJECTED,
+                   ack=AckCode.AR, header=header, errors=(err,))
+
+
+def read(raw: bytes, engine: Engine) -> Reading:
+    """Parse and map one message. Never raises: every input gets a disposition."""
+    digest = content_hash(raw)
+    try:
+        msg = er7.parse(
+            raw, charset_overrides=engine.charset_overrides, max_bytes=engine.max_message_bytes
+        )
+    except ParseError as exc:
+        return _reject(raw, digest, exc, None)
+    try:
+        oru = read_oru(
+            msg,
+            assigning_authorities=engine.assigning_authorities,
+            identifier_system_base=engine.identifier_system_base,
+            default_offset=engine.default_offset,
+        )
+    except ParseError as exc:
+        try:
+            header: Header | None = read_header(msg)
+        except ParseError:
+            header = None
+        return _reject(raw, digest, exc, header)
+    results = tuple(engine.mapper.normalise(r) for r in oru.results)
+    errors = [_problem_error(p) for p in oru.problems]
+    for item in results:
+        if (
+            isinstance(item, Unmapped)
+            and item.reason is UnmappedReason.NOT_NUMERIC
+            and item.result.value_type == "NM"
+        ):
+            errors.append(
+                ErrorInfo(102, f"{item.result.source}-5", f"NM value is not a number: {item.detail}")
+            )
+    if errors:
+        return Reading(raw=raw, content_hash=digest, disposition=Disposition.ERROR,
+                       ack=AckCode.AE, header=oru.header, results=results,
+                       patients=oru.patients, errors=tuple(errors), warnings=oru.warnings)
+    return Reading(raw=raw, content_hash=digest, disposition=Disposition.ACCEPTED,
+                   ack=AckCode.AA, header=oru.header, results=results, patients=oru.patients,
+                   warnings=oru.warnings)
+
+
+def _problem_error(p: Problem) -> ErrorInfo:
+    return ErrorInfo(p.code, p.location, p.reason)
+
+
+def evaluate(
+    reading: Reading,
+    states: Mapping[str, PatientState],
+    engine: Engine,
+    *,
+    seq: int,
+) -> Outcome:
+    """Evaluate an accepted reading against the patients' stored state.
+
+    ``seq`` is the store's arrival number for the message. Returns the state changes,
+    the output resource versions that differ from what was stored, and an
+    explanation record per judgement, unmapped result and output change.
+    """
+    if reading.disposition is not Disposition.ACCEPTED or reading.header is None:
+        return Outcome((), (), ())
+    control = reading.header.control_id
+    by_patient: dict[str, list[Normalised | Unmapped]] = {}
+    patients: dict[str, Patient] = {}
+    for r in reading.results:
+        pk = r.result.patient.identifier.key
+        by_patient.setdefault(pk, []).append(r)
+        patients.setdefault(pk, r.result.patient)
+    decisions: list[PatientDecisions] = []
+    emitted: list[Emitted] = []
+    explanation: list[dict[str, Any]] = []
+    for pk, items in by_patient.items():
+        normalised = [i for i in items if isinstance(i, Normalised)]
+        retracted: list[Normalised | str] = [
+            i if isinstance(i, Normalised) else i.result.key.text
+            for i in items
+            if i.result.status is ResultStatus.ENTERED_IN_ERROR
+        ]
+        state = states.get(pk, PatientState(pk))
+        d = decide(engine.rules_by_analyte, normalised, retracted, state, seq=seq,
+                   source=f"message {control}")
+        decisions.append(d)
+        patient = patients[pk].identifier
+        emitted.extend(_emit(d, state, engine.deployment, patient, control))
+        explanation.extend(_explain_results(items, d))
+    explanation.extend(
+        {"kind": "output", "resource": e.kind.value, "identifier": e.identifier,
+         "status": e.status, "rule": e.rule, "event": e.event, "result": e.result_key}
+        for e in emitted
+    )
+    return Outcome(tuple(decisions), tuple(emitted), tuple(explanation))
+
+
+def _emit(
+    d: PatientDecisions,
+    state: PatientState,
+    dep: Deployment,
+    patient: PatientId,
+    control: str,
+) -> list[Emitted]:
+    stored = {o.identifier: o for o in state.outputs}
+    out: list[Emitted] = []
+    issue_for_result: dict[tuple[str, str], str] = {}
+    for change in d.issues:
+        detail = _issue_detail(change, control)
+        identified = change.normalised.result.effective if change.normalised else ""
+        ident, resource = build_issue(dep, change, patient=patient, detail=detail,
+                                      identified=identified)
+        issue_for_result[(change.rule.id, change.result_key)] = ident
+        e = _versioned(ident, OutputKind.DETECTED_ISSUE, d.patient_key, change.rule.id,
+                       change.result_key, change.status, resource, stored.get(ident))
+        if e is not None:
+            out.append(e)
+    for flag in d.flags:
+        ident_issue = ""
+        if flag.decider is not None:
+            ident_issue = issue_for_result.get(
+                (flag.rule.id, flag.decider.key),
+                issue_identifier(d.patient_key, flag.rule.id, flag.decider.key),
+            )
+        ident, resource = build_flag(dep, flag, patient=patient, issue_ident=ident_issue)
+        result_key = flag.decider.key if flag.decider else flag.trigger_key
+        e = _versioned(ident, OutputKind.FLAG, d.patient_key, flag.rule.id, result_key,
+                       flag.status, resource, stored.get(ident))
+        if e is not None:
+            out.append(e)
+    return out
+
+
+def _versioned(
+    ident: str,
+    kind: OutputKind,
+    patient_key: str,
+    rule: str,
+    result_key: str,
+    status: str,
+    resource: str,
+    old: StoredOutput | None,
+) -> Emitted | None:
+    if old is not None and old.resource == resource:
+        return None  # nothing changed: a replay or retransmit emits nothing
+    version = 1 if old is None else old.version + 1
+    event = "created" if old is None else "updated"
+    return Emitted(ident, kind, patient_key, rule, result_key, status, resource, version, event)
+
+
+def _issue_detail(change: IssueChange, control: str) -> str:
+    n = change.normalised
+    rule = change.rule
+    if change.status == "entered-in-error" or n is None or change.judgement is None:
+        return change.reason
+    r = n.result
+    sign = ">" if rule.direction.value == "above" else "<"
+    cmp = n.comparator.value if n.comparator else ""
+    parts = [
+        f"{rule.display}: {n.analyte.upper()} {cmp}{n.value} {n.unit}".rstrip(),
+        f"(sent {r.comparator_text}{r.value_text} {r.unit_text})".replace(" )", ")"),
+        f"{sign} {change.judgement.threshold} {n.unit}, severity {change.judgement.severity.value}"
+        if change.judgement.severity else "",
+    ]
+    text = " ".join(p for p in parts if p) + "."
+    text += " " + _lab_opinion(r, change.judgement.met)
+    text += f" Source: message {control} {r.source} from {r.sending_facility}."
+    return text
+
+
+_ABNORMAL = {"H", "HH", "L", "LL", "A", "AA", ">", "<", "HU", "LU", "POS", "W"}
+
+
+def _lab_opinion(r: LabResult, met: bool | None) -> str:
+    lab_range = f"lab range {r.reference_range}" if r.reference_range else "no lab range"
+    flags = "~".join(r.abnormal_flags)
+    lab_flag = f"flag {flags}" if flags else "no abnormal flag"
+    abnormal = any(f.upper() in _ABNORMAL for f in r.abnormal_flags)
+    if not r.abnormal_flags:
+        agree = ""
+    elif met and not abnormal:
+        agree = "; the lab flags it normal but the rule pack finds it"
+    elif met is False and abnormal:
+        agree = "; the lab flags it abnormal but the rule pack does not find it"
+    else:
+        agree = ""
+    return f"Lab: {lab_range}, {lab_flag}{agree}."
+
+
+def _explain_results(
+    items: Sequence[Normalised | Unmapped], d: PatientDecisions
+) -> list[dict[str, Any]]:
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for key, j in d.judgements:
+        by_key.setdefault(key, []).append(
+            {"rule": j.rule.id, "met": j.met,
+             "severity": j.severity.value if j.severity else None,
+             "threshold": str(j.threshold), "direction": j.rule.direction.value,
+             "note": j.note}
+        )
+    out: list[dict[str, Any]] = []
+    for item in items:
+        r = item.result
+        record: dict[str, Any] = {
+            "kind": "result",
+            "source": r.source,
+            "result": r.key.text,
+            "code": [f"{c.system}^{c.code}^{c.display}" for c in r.codes],
+            "status": r.status.value,
+            "sent": f"{r.comparator_text}{r.value_text}",
+            "sent_unit": r.unit_text,
+            "reference_range": r.reference_range,
+            "abnormal_flags": list(r.abnormal_flags),
+            "effective": r.effective,
+        }
+        if isinstance(item, Normalised):
+            record.update(
+                analyte=item.analyte,
+                value=str(item.value),
+                comparator=item.comparator.value if item.comparator else None,
+                unit=item.unit,
+                ucum=item.ucum,
+                factor=str(item.factor),
+                judgements=by_key.get(r.key.text, []) if r.status.is_deciding else [],
+            )
+            if not r.status.is_deciding:
+                record["note"] = f"status {r.status.value}: stored, decides nothing"
+        else:
+            record.update(analyte=item.analyte or None, unmapped=item.reason.value,
+                          detail=item.detail)
+        out.append(record)
+    for f in d.flags:
+        out.append({"kind": "flag", "rule": f.rule.id, "status": f.status, "since": f.since,
+                    "reason": f.reason})
+    for c in d.issues:
+        if c.status == "entered-in-error":
+            out.append({"kind": "retraction", "rule": c.rule.id, "result": c.result_key,
+                        "reason": c.reason})
+    return out
