@@ -24,9 +24,7 @@ def corpus_dir(sub: str) -> Path:
     """A folder of the published corpus, or skip the test saying why it is absent."""
     path = CORPUS / sub
     if not path.is_dir():
-        pytest.skip(
-            f"corpus folder {path} is absent (set PRPGATE_CORPUS to the corpus location)"
-        )
+        pytest.skip(f"corpus folder {path} is absent (set PRPGATE_CORPUS to the corpus location)")
     return path
 
 

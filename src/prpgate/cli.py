@@ -23,7 +23,7 @@ from prpgate.logs import configure_logging
 from prpgate.replay import ReplayStats, discover, replay
 from prpgate.store.sqlite import SqliteStore, patient_hash
 
-__all__ = ["app"]
+__all__ = ["app", "explain_cmd", "replay_cmd"]
 
 app = typer.Typer(
     name="prpgate",
@@ -55,8 +55,7 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
         settings = load_settings(config, **overrides)
     except ConfigError as exc:
         raise _fail(str(exc)) from exc
-    configure_logging(fmt=settings.log_format, level=settings.log_level,
-                      log_phi=settings.log_phi)
+    configure_logging(fmt=settings.log_format, level=settings.log_level, log_phi=settings.log_phi)
     return settings
 
 
@@ -100,9 +99,14 @@ def replay_cmd(
     total = sum(f.stat().st_size for f in files)
 
     progress = Progress(
-        TextColumn("[bold]replay"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} bytes"),
-        TextColumn("{task.fields[msgs]} messages"), TimeElapsedColumn(),
-        console=err, disable=as_json or not err.is_terminal, transient=True,
+        TextColumn("[bold]replay"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} bytes"),
+        TextColumn("{task.fields[msgs]} messages"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=as_json or not err.is_terminal,
+        transient=True,
     )
     task = progress.add_task("replay", total=total, msgs=0)
     seen = 0
@@ -111,9 +115,14 @@ def replay_cmd(
         nonlocal seen
         for source, item in batch:
             seen += 1
-            log.info("message", source=source, control_id=item.reading.header.control_id
-                     if item.reading.header else "", disposition=item.disposition.value,
-                     ack=item.ack.value, outputs=len(item.emitted))
+            log.info(
+                "message",
+                source=source,
+                control_id=item.reading.header.control_id if item.reading.header else "",
+                disposition=item.disposition.value,
+                ack=item.ack.value,
+                outputs=len(item.emitted),
+            )
             for e in item.emitted:
                 if as_json:
                     sys.stdout.write(e.resource + "\n")
@@ -125,8 +134,14 @@ def replay_cmd(
 
     try:
         with progress:
-            stats = replay(db, engine, files, clock=_SystemClock(), batch=settings.replay_batch,
-                           on_commit=committed)
+            stats = replay(
+                db,
+                engine,
+                files,
+                clock=_SystemClock(),
+                batch=settings.replay_batch,
+                on_commit=committed,
+            )
     except StoreError as exc:
         raise _fail(f"store: {exc}", EXIT_FAILED) from exc
     finally:
@@ -161,8 +176,15 @@ def _print_summary(
     settings: Settings,
 ) -> None:
     if decisions:
-        t = Table("control id", "resource", "rule", "severity", "status", "event",
-                  title="what was decided")
+        t = Table(
+            "control id",
+            "resource",
+            "rule",
+            "severity",
+            "status",
+            "event",
+            title="what was decided",
+        )
         for row in decisions:
             style = "red" if row[4] in ("active", "final") else "green"
             t.add_row(*row, style=style)
@@ -187,7 +209,9 @@ def _print_summary(
         s.add_row(f"outputs: {kind}", str(n))
     out.print(s)
     verdict = "all accepted and mapped" if stats.clean else "some inputs rejected or unmapped"
-    out.print(f"[bold]{verdict}[/bold] — details: prpgate explain --store {settings.store} <control id>")
+    out.print(
+        f"[bold]{verdict}[/bold] — details: prpgate explain --store {settings.store} <control id>"
+    )
 
 
 @app.command("explain")
@@ -222,28 +246,30 @@ def explain_cmd(
         extra: dict[str, Any] = {}
         if patient is not None:
             extra["outputs"] = [
-                {"resourceType": o.kind, "identifier": o.identifier, "rule": o.rule,
-                 "status": o.status, "version": o.version}
-                for key in db.patient_keys(patient) for o in db.outputs(patient_key=key)
+                {
+                    "resourceType": o.kind,
+                    "identifier": o.identifier,
+                    "rule": o.rule,
+                    "status": o.status,
+                    "version": o.version,
+                }
+                for key in db.patient_keys(patient)
+                for o in db.outputs(patient_key=key)
             ]
     finally:
         db.close()
     if as_json:
-        sys.stdout.write(json.dumps({"messages": reports, **extra}, ensure_ascii=False,
-                                    indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps({"messages": reports, **extra}, ensure_ascii=False, indent=2) + "\n"
+        )
         return
     out = Console(highlight=False)
     for rep in reports:
         out.print(render_message(rep))
     if patient is not None:
-        t = Table("resource", "rule", "status", "version", "identifier",
-                  title="patient's current outputs")
+        t = Table(
+            "resource", "rule", "status", "version", "identifier", title="patient's current outputs"
+        )
         for o in extra["outputs"]:
-            t.add_row(o["resourceType"], o["rule"], o["status"], str(o["version"]),
-                      o["identifier"])
+            t.add_row(o["resourceType"], o["rule"], o["status"], str(o["version"]), o["identifier"])
         out.print(t)
-
-
-def main() -> None:  # pragma: no cover - console entry point convenience
-    """Run the CLI."""
-    app()

@@ -30,9 +30,7 @@ class Settings(BaseSettings):
         default=Path("mappings"),
         description="Folder holding analytes.yaml, units.yaml, senders.yaml, rules.yaml.",
     )
-    durable: bool = Field(
-        default=True, description="fsync every commit (SQLite synchronous=FULL)."
-    )
+    durable: bool = Field(default=True, description="fsync every commit (SQLite synchronous=FULL).")
     max_message_bytes: int = Field(
         default=4 * 1024 * 1024, gt=0, description="Larger inbound messages are rejected."
     )

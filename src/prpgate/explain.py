@@ -72,7 +72,9 @@ def render_message(report: dict[str, Any]) -> RenderableType:
     """A rich renderable of a message report for people."""
     m = report["message"]
     head = Table.grid(padding=(0, 2))
-    head.add_row("message", f"#{m['id']} control id {m['control_id']} ({m['type']} v{m['version']})")
+    head.add_row(
+        "message", f"#{m['id']} control id {m['control_id']} ({m['type']} v{m['version']})"
+    )
     head.add_row("from", f"{m['sending_application']} / {m['sending_facility']}")
     head.add_row("source", m["source"])
     status_style = "green" if m["status"] in ("accepted", "duplicate") else "red"
@@ -82,8 +84,9 @@ def render_message(report: dict[str, Any]) -> RenderableType:
     if m["control_id_reuse_of"]:
         head.add_row("control id reuse", f"same key as #{m['control_id_reuse_of']}, new content")
     for e in m["errors"]:
-        head.add_row("error", Text(f"{e['location']}: {e['reason']} (HL7 {e['code']})",
-                                   style="red"))
+        head.add_row(
+            "error", Text(f"{e['location']}: {e['reason']} (HL7 {e['code']})", style="red")
+        )
     for w in m["summary"].get("warnings", []):
         head.add_row("warning", Text(w, style="yellow"))
     tree = Tree("results")
@@ -98,7 +101,8 @@ def render_message(report: dict[str, Any]) -> RenderableType:
             f"{r['analyte']}: {cmp}{r['value']} {r['unit']} (unit {r['sent_unit'] or '—'}"
             f" → UCUM {r['ucum'] or '1'}, factor {r['factor']})"
         )
-        lab = f"lab range {r['reference_range'] or '—'}, flags {'~'.join(r['abnormal_flags']) or '—'}"
+        flags = "~".join(r["abnormal_flags"]) or "—"
+        lab = f"lab range {r['reference_range'] or '—'}, flags {flags}"
         branch.add(lab)
         if r.get("note"):
             branch.add(Text(r["note"], style="dim"))

@@ -57,6 +57,7 @@ def summarise(reading: Reading, emitted: tuple[Emitted, ...] = ()) -> dict[str, 
         "results": len(reading.results),
         "normalised": sum(1 for r in reading.results if isinstance(r, Normalised)),
         "unmapped": reasons,
+        "not_used": len(reading.not_used),
         "patients": len({p.identifier.key for p in reading.patients}),
         "outputs": len(emitted),
         "warnings": list(reading.warnings),
@@ -129,20 +130,31 @@ def ingest(
         same = next((p for p in priors if p.content_hash == reading.content_hash), None)
         if same is not None:
             record = _record(
-                reading, source=source, received_at=received_at,
-                disposition=Disposition.DUPLICATE, ack=AckCode(same.ack_code),
-                duplicate_of=same.id, raw=b"",
+                reading,
+                source=source,
+                received_at=received_at,
+                disposition=Disposition.DUPLICATE,
+                ack=AckCode(same.ack_code),
+                duplicate_of=same.id,
+                raw=b"",
             )
             mid = session.add_message(record)
-            return Ingested(mid, Disposition.DUPLICATE, AckCode(same.ack_code), reading,
-                            duplicate_of=same.id)
+            return Ingested(
+                mid, Disposition.DUPLICATE, AckCode(same.ack_code), reading, duplicate_of=same.id
+            )
         if priors:
             reuse_of = priors[-1].id
     try:
         with session.savepoint():
             mid = session.add_message(
-                _record(reading, source=source, received_at=received_at,
-                        disposition=reading.disposition, ack=reading.ack, reuse_of=reuse_of)
+                _record(
+                    reading,
+                    source=source,
+                    received_at=received_at,
+                    disposition=reading.disposition,
+                    ack=reading.ack,
+                    reuse_of=reuse_of,
+                )
             )
             if reading.disposition is not Disposition.ACCEPTED:
                 return Ingested(mid, reading.disposition, reading.ack, reading, reuse_of=reuse_of)
@@ -157,19 +169,29 @@ def ingest(
                 # the summary counts outputs, which exist only after evaluation
                 summary = json.dumps(summarise(reading, outcome.emitted), ensure_ascii=False)
                 session.set_summary(mid, summary)
-            return Ingested(mid, Disposition.ACCEPTED, AckCode.AA, reading, outcome.emitted,
-                            reuse_of=reuse_of)
+            return Ingested(
+                mid, Disposition.ACCEPTED, AckCode.AA, reading, outcome.emitted, reuse_of=reuse_of
+            )
     except PrpgateError as exc:
         failed = Reading(
-            raw=reading.raw, content_hash=reading.content_hash, disposition=Disposition.ERROR,
-            ack=AckCode.AE, header=reading.header, results=reading.results,
+            raw=reading.raw,
+            content_hash=reading.content_hash,
+            disposition=Disposition.ERROR,
+            ack=AckCode.AE,
+            header=reading.header,
+            results=reading.results,
             patients=reading.patients,
             errors=(ErrorInfo(207, "message", f"application internal error: {exc}"),),
             warnings=reading.warnings,
         )
         mid = session.add_message(
-            _record(failed, source=source, received_at=received_at,
-                    disposition=Disposition.ERROR, ack=AckCode.AE, reuse_of=reuse_of)
+            _record(
+                failed,
+                source=source,
+                received_at=received_at,
+                disposition=Disposition.ERROR,
+                ack=AckCode.AE,
+                reuse_of=reuse_of,
+            )
         )
         return Ingested(mid, Disposition.ERROR, AckCode.AE, failed, reuse_of=reuse_of)
-

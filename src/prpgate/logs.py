@@ -19,8 +19,19 @@ __all__ = ["PHI_KEYS", "configure_logging", "redact_phi"]
 
 PHI_KEYS = frozenset(
     {
-        "patient", "patient_name", "name", "birth_date", "dob", "mrn", "patient_key",
-        "patient_id", "identifier", "raw", "message_text", "address", "phone",
+        "patient",
+        "patient_name",
+        "name",
+        "birth_date",
+        "dob",
+        "mrn",
+        "patient_key",
+        "patient_id",
+        "identifier",
+        "raw",
+        "message_text",
+        "address",
+        "phone",
     }
 )
 _PID = re.compile(r"PID\|[^\r\n]*")

@@ -126,8 +126,9 @@ class OutboxRow:
 class StoreSession(Protocol):
     """One transaction of the store."""
 
-    def find_prior(self, sending_application: str, sending_facility: str, control_id: str
-                   ) -> list[PriorMessage]:
+    def find_prior(
+        self, sending_application: str, sending_facility: str, control_id: str
+    ) -> list[PriorMessage]:
         """Earlier messages with this retransmit key, oldest first."""
         ...
 
@@ -139,8 +140,9 @@ class StoreSession(Protocol):
         """Replace a message's summary (JSON text)."""
         ...
 
-    def load_state(self, patient_key: str, analytes: Iterable[str], result_keys: Iterable[str]
-                   ) -> PatientState:
+    def load_state(
+        self, patient_key: str, analytes: Iterable[str], result_keys: Iterable[str]
+    ) -> PatientState:
         """The patient's deciding results for these analytes and result identities, the
         DetectedIssues of those identities and all the patient's Flags."""
         ...
@@ -165,9 +167,14 @@ class Store(Protocol):
         """Release connections."""
         ...
 
-    def list_messages(self, *, limit: int = 50, status: str | None = None,
-                      control_id: str | None = None, patient_hash: str | None = None
-                      ) -> list[MessageRow]:
+    def list_messages(
+        self,
+        *,
+        limit: int = 50,
+        status: str | None = None,
+        control_id: str | None = None,
+        patient_hash: str | None = None,
+    ) -> list[MessageRow]:
         """Newest first, filtered by indexed keys."""
         ...
 
@@ -179,8 +186,9 @@ class Store(Protocol):
         """The explanation records (JSON text) of a message, in order."""
         ...
 
-    def outputs(self, *, patient_key: str | None = None, message_id: int | None = None
-                ) -> list[OutputRow]:
+    def outputs(
+        self, *, patient_key: str | None = None, message_id: int | None = None
+    ) -> list[OutputRow]:
         """Current outputs, filtered by patient or by the message that last changed them."""
         ...
 

@@ -32,8 +32,10 @@ def discover(paths: Sequence[Path]) -> list[Path]:
         if p.is_dir():
             for f in sorted(p.rglob("*")):
                 rel = f.relative_to(p)
-                if f.is_file() and not any(part.startswith(".") for part in rel.parts) and (
-                    f.suffix.lower() not in _SKIP_SUFFIXES
+                if (
+                    f.is_file()
+                    and not any(part.startswith(".") for part in rel.parts)
+                    and (f.suffix.lower() not in _SKIP_SUFFIXES)
                 ):
                     out.append(f)
         elif p.is_file():
@@ -72,9 +74,10 @@ class ReplayStats:
     @property
     def clean(self) -> bool:
         """Every message accepted (or a duplicate of an accepted one), nothing unmapped."""
-        bad = self.dispositions[Disposition.ERROR.value] + self.dispositions[
-            Disposition.REJECTED.value
-        ]
+        bad = (
+            self.dispositions[Disposition.ERROR.value]
+            + self.dispositions[Disposition.REJECTED.value]
+        )
         return bad == 0 and sum(self.unmapped.values()) == 0
 
     def count(self, source: str, item: Ingested) -> None:
@@ -90,8 +93,13 @@ class ReplayStats:
         for e in item.emitted:
             self.outputs[f"{e.kind.value} {e.status}"] += 1
         for err in item.errors:
-            self.problems.append((source, item.disposition.value,
-                                  f"{err.location}: {err.reason} (HL7 error {err.code})"))
+            self.problems.append(
+                (
+                    source,
+                    item.disposition.value,
+                    f"{err.location}: {err.reason} (HL7 error {err.code})",
+                )
+            )
 
 
 def replay(
@@ -103,11 +111,12 @@ def replay(
     batch: int = 500,
     on_commit: Callable[[list[tuple[str, Ingested]]], None] | None = None,
 ) -> ReplayStats:
-    """Replay the messages of ``files`` into ``store``; returns the counts.
+    """Replay the messages of ``files`` (files or folders) into ``store``; returns the counts.
 
     ``on_commit`` receives each batch's (source, result) pairs after the batch is
     durably committed.
     """
+    files = discover(files)
     stats = ReplayStats(files=len(files))
     pending: list[tuple[str, bytes]] = []
 
@@ -116,8 +125,7 @@ def replay(
         with store.session() as session:
             now = clock.now()
             for source, raw in pending:
-                done.append((source, ingest(session, engine, raw, source=source,
-                                            received_at=now)))
+                done.append((source, ingest(session, engine, raw, source=source, received_at=now)))
         for source, item in done:
             stats.count(source, item)
         pending.clear()

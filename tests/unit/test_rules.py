@@ -19,19 +19,46 @@ from prpgate.core.model import (
 from prpgate.core.rules import Direction, Rule, Severity, decide, judge
 from prpgate.core.state import OutputKind, PatientState, StoredOutput, StoredResult
 
-LEUKOCYTOSIS = Rule("leukocytosis", "wbc", Direction.ABOVE, Decimal("11.0"), Decimal("20.0"),
-                    "Leukocytosis", "PRP on hold: leukocytosis")
-LEUKOPENIA = Rule("leukopenia", "wbc", Direction.BELOW, Decimal("4.0"), Decimal("2.0"),
-                  "Leukopenia", "PRP on hold: leukopenia")
-INFLAMMATION = Rule("inflammation", "crp", Direction.ABOVE, Decimal("10"), Decimal("100"),
-                    "Inflammation", "PRP on hold: inflammation")
+LEUKOCYTOSIS = Rule(
+    "leukocytosis",
+    "wbc",
+    Direction.ABOVE,
+    Decimal("11.0"),
+    Decimal("20.0"),
+    "Leukocytosis",
+    "PRP on hold: leukocytosis",
+)
+LEUKOPENIA = Rule(
+    "leukopenia",
+    "wbc",
+    Direction.BELOW,
+    Decimal("4.0"),
+    Decimal("2.0"),
+    "Leukopenia",
+    "PRP on hold: leukopenia",
+)
+INFLAMMATION = Rule(
+    "inflammation",
+    "crp",
+    Direction.ABOVE,
+    Decimal("10"),
+    Decimal("100"),
+    "Inflammation",
+    "PRP on hold: inflammation",
+)
 RULES = {"wbc": (LEUKOCYTOSIS, LEUKOPENIA), "crp": (INFLAMMATION,)}
 PATIENT = Patient(PatientId("urn:oid:1.2.3", "MRN1", "MR"))
 PK = PATIENT.identifier.key
 
 
-def _wbc(value: str, *, order: str = "F:1", status: ResultStatus = ResultStatus.FINAL,
-         effective: str = "202601010800", cmp: Comparator | None = None) -> Normalised:
+def _wbc(
+    value: str,
+    *,
+    order: str = "F:1",
+    status: ResultStatus = ResultStatus.FINAL,
+    effective: str = "202601010800",
+    cmp: Comparator | None = None,
+) -> Normalised:
     result = LabResult(
         key=ResultKey("LAB", order, "LN^6690-2"),
         patient=PATIENT,
@@ -45,8 +72,9 @@ def _wbc(value: str, *, order: str = "F:1", status: ResultStatus = ResultStatus.
         source="OBX[3]",
         effective_sort=effective,
     )
-    return Normalised(result, "wbc", Decimal(value), "10*9/L", cmp, Decimal(value), "10*3/uL",
-                      Decimal(1))
+    return Normalised(
+        result, "wbc", Decimal(value), "10*9/L", cmp, Decimal(value), "10*3/uL", Decimal(1)
+    )
 
 
 @pytest.mark.parametrize(
@@ -99,8 +127,9 @@ def test_judge_crp_less_than_five_is_not_inflammation() -> None:
 
 def test_decide_final_high_wbc_raises_issue_and_activates_flag() -> None:
     d = decide(RULES, [_wbc("23.4")], [], PatientState(PK), seq=1, source="m1")
-    assert [(i.rule.id, i.status, i.judgement.severity if i.judgement else None)
-            for i in d.issues] == [("leukocytosis", "final", Severity.HIGH)]
+    assert [
+        (i.rule.id, i.status, i.judgement.severity if i.judgement else None) for i in d.issues
+    ] == [("leukocytosis", "final", Severity.HIGH)]
     assert [(f.rule.id, f.status, f.since) for f in d.flags] == [
         ("leukocytosis", "active", "202601010800")
     ]
@@ -108,42 +137,68 @@ def test_decide_final_high_wbc_raises_issue_and_activates_flag() -> None:
 
 
 def test_decide_preliminary_decides_nothing() -> None:
-    d = decide(RULES, [_wbc("25", status=ResultStatus.PRELIMINARY)], [], PatientState(PK),
-               seq=1, source="m1")
-    assert d.issues == () and d.flags == () and d.results == ()
+    d = decide(
+        RULES,
+        [_wbc("25", status=ResultStatus.PRELIMINARY)],
+        [],
+        PatientState(PK),
+        seq=1,
+        source="m1",
+    )
+    assert (d.issues, d.flags, d.results) == ((), (), ())
 
 
-def _stored(value: str, *, order: str = "F:1", effective: str = "202601010800",
-            seq: int = 1) -> StoredResult:
-    return StoredResult(f"LAB|{order}|LN^6690-2|", PK, "wbc", Decimal(value), None, effective,
-                        effective, seq, ResultStatus.FINAL, "m")
+def _stored(
+    value: str, *, order: str = "F:1", effective: str = "202601010800", seq: int = 1
+) -> StoredResult:
+    return StoredResult(
+        f"LAB|{order}|LN^6690-2|",
+        PK,
+        "wbc",
+        Decimal(value),
+        None,
+        effective,
+        effective,
+        seq,
+        ResultStatus.FINAL,
+        "m",
+    )
 
 
 def _output(kind: OutputKind, rule: str, result_key: str, status: str) -> StoredOutput:
-    return StoredOutput(f"{kind.value}-{rule}-{result_key}", kind, PK, rule, result_key, status,
-                        "{}", 1)
+    return StoredOutput(
+        f"{kind.value}-{rule}-{result_key}", kind, PK, rule, result_key, status, "{}", 1
+    )
 
 
 def test_decide_correction_retracts_issue_and_deactivates_flag() -> None:
     key = "LAB|F:1|LN^6690-2|"
-    state = PatientState(PK, (_stored("14.0"),), (
-        _output(OutputKind.DETECTED_ISSUE, "leukocytosis", key, "final"),
-        _output(OutputKind.FLAG, "leukocytosis", key, "active"),
-    ))
-    d = decide(RULES, [_wbc("8.0", status=ResultStatus.CORRECTED)], [], state, seq=2,
-               source="m2")
+    state = PatientState(
+        PK,
+        (_stored("14.0"),),
+        (
+            _output(OutputKind.DETECTED_ISSUE, "leukocytosis", key, "final"),
+            _output(OutputKind.FLAG, "leukocytosis", key, "active"),
+        ),
+    )
+    d = decide(RULES, [_wbc("8.0", status=ResultStatus.CORRECTED)], [], state, seq=2, source="m2")
     assert [(i.rule.id, i.status) for i in d.issues] == [("leukocytosis", "entered-in-error")]
     assert [(f.rule.id, f.status) for f in d.flags] == [("leukocytosis", "inactive")]
 
 
 def test_decide_later_normal_result_clears_flag_but_keeps_issue() -> None:
     old_key = "LAB|F:1|LN^6690-2|"
-    state = PatientState(PK, (_stored("14.0"),), (
-        _output(OutputKind.DETECTED_ISSUE, "leukocytosis", old_key, "final"),
-        _output(OutputKind.FLAG, "leukocytosis", old_key, "active"),
-    ))
-    d = decide(RULES, [_wbc("7.0", order="F:2", effective="202601080800")], [], state, seq=2,
-               source="m2")
+    state = PatientState(
+        PK,
+        (_stored("14.0"),),
+        (
+            _output(OutputKind.DETECTED_ISSUE, "leukocytosis", old_key, "final"),
+            _output(OutputKind.FLAG, "leukocytosis", old_key, "active"),
+        ),
+    )
+    d = decide(
+        RULES, [_wbc("7.0", order="F:2", effective="202601080800")], [], state, seq=2, source="m2"
+    )
     assert d.issues == ()  # the old DetectedIssue stays final: it was true when made
     assert [(f.rule.id, f.status, f.since) for f in d.flags] == [
         ("leukocytosis", "inactive", "202601080800")
@@ -152,20 +207,27 @@ def test_decide_later_normal_result_clears_flag_but_keeps_issue() -> None:
 
 def test_decide_older_normal_result_arriving_late_does_not_clear() -> None:
     old_key = "LAB|F:1|LN^6690-2|"
-    state = PatientState(PK, (_stored("14.0", effective="202601080800"),), (
-        _output(OutputKind.FLAG, "leukocytosis", old_key, "active"),
-    ))
-    d = decide(RULES, [_wbc("7.0", order="F:0", effective="202601010800")], [], state, seq=2,
-               source="m2")
+    state = PatientState(
+        PK,
+        (_stored("14.0", effective="202601080800"),),
+        (_output(OutputKind.FLAG, "leukocytosis", old_key, "active"),),
+    )
+    d = decide(
+        RULES, [_wbc("7.0", order="F:0", effective="202601010800")], [], state, seq=2, source="m2"
+    )
     assert d.flags == ()
 
 
 def test_decide_retraction_removes_result_and_retracts_what_it_caused() -> None:
     key = "LAB|F:1|LN^6690-2|"
-    state = PatientState(PK, (_stored("14.0"),), (
-        _output(OutputKind.DETECTED_ISSUE, "leukocytosis", key, "final"),
-        _output(OutputKind.FLAG, "leukocytosis", key, "active"),
-    ))
+    state = PatientState(
+        PK,
+        (_stored("14.0"),),
+        (
+            _output(OutputKind.DETECTED_ISSUE, "leukocytosis", key, "final"),
+            _output(OutputKind.FLAG, "leukocytosis", key, "active"),
+        ),
+    )
     w = _wbc("14.0", status=ResultStatus.ENTERED_IN_ERROR)
     d = decide(RULES, [w], [w], state, seq=2, source="m2")
     assert d.removed == (key,)
@@ -175,9 +237,9 @@ def test_decide_retraction_removes_result_and_retracts_what_it_caused() -> None:
 
 def test_decide_repeat_of_same_final_changes_no_flag() -> None:
     key = "LAB|F:1|LN^6690-2|"
-    state = PatientState(PK, (_stored("23.4"),), (
-        _output(OutputKind.FLAG, "leukocytosis", key, "active"),
-    ))
+    state = PatientState(
+        PK, (_stored("23.4"),), (_output(OutputKind.FLAG, "leukocytosis", key, "active"),)
+    )
     d = decide(RULES, [_wbc("23.4")], [], state, seq=2, source="m2")
     assert d.flags == ()
     # the issue is re-derived; the pipeline emits nothing when its resource is unchanged
@@ -186,4 +248,4 @@ def test_decide_repeat_of_same_final_changes_no_flag() -> None:
 
 def test_decide_unsettled_comparator_leaves_flag_alone() -> None:
     d = decide(RULES, [_wbc("10", cmp=Comparator.GT)], [], PatientState(PK), seq=1, source="m")
-    assert d.issues == () and d.flags == ()
+    assert (d.issues, d.flags) == ((), ())

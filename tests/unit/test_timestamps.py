@@ -20,7 +20,8 @@ from prpgate.core.timestamps import parse_ts
 )
 def test_parse_ts_gives_fhir_datetime(text: str, fhir: str) -> None:
     ts = parse_ts(text)
-    assert ts is not None and ts.fhir == fhir
+    assert ts is not None
+    assert ts.fhir == fhir
 
 
 def test_parse_ts_uses_default_offset_and_says_so() -> None:
@@ -39,5 +40,7 @@ def test_parse_ts_sort_key_orders_across_offsets() -> None:
     early = parse_ts("202601011000+0200")  # 08:00 UTC
     late = parse_ts("202601010900+0000")  # 09:00 UTC
     date_only = parse_ts("20260101")  # midnight UTC
-    assert early and late and date_only
+    assert early is not None
+    assert late is not None
+    assert date_only is not None
     assert date_only.sort_key < early.sort_key < late.sort_key

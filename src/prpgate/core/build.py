@@ -112,9 +112,9 @@ def _evidence_code(n: Normalised) -> list[dict[str, Any]]:
     loinc = [c for c in n.result.codes if c.system.upper() in _LOINC_SYSTEMS]
     chosen = loinc[0] if loinc else n.result.codes[0]
     system = "http://loinc.org" if loinc else chosen.system
-    coding: dict[str, str] = {"system": system, "code": chosen.code} if system else {
-        "code": chosen.code
-    }
+    coding: dict[str, str] = (
+        {"system": system, "code": chosen.code} if system else {"code": chosen.code}
+    )
     if chosen.display:
         coding["display"] = chosen.display
     return [{"coding": [coding]}]
@@ -135,11 +135,12 @@ def build_issue(
     when the result does not validate against the R4B model.
     """
     if change.status == "entered-in-error" and change.existing is not None:
-        resource = json.loads(change.existing.resource)
-        resource["status"] = "entered-in-error"
-        _validate(DetectedIssue, resource)
-        return change.existing.identifier, _dump(resource)
-    assert change.judgement is not None and change.normalised is not None
+        retracted: dict[str, Any] = json.loads(change.existing.resource)
+        retracted["status"] = "entered-in-error"
+        _validate(DetectedIssue, retracted)
+        return change.existing.identifier, _dump(retracted)
+    assert change.judgement is not None
+    assert change.normalised is not None
     j, n = change.judgement, change.normalised
     ident = issue_identifier(patient.key, change.rule.id, change.result_key)
     assert j.severity is not None
@@ -207,9 +208,7 @@ def build_flag(
         ],
         "identifier": [{"system": f"{dep.identifier_system}/flag", "value": ident}],
         "status": "active",
-        "category": [
-            {"coding": [{"system": _FLAG_CATEGORY, "code": "lab", "display": "Lab"}]}
-        ],
+        "category": [{"coding": [{"system": _FLAG_CATEGORY, "code": "lab", "display": "Lab"}]}],
         "code": {
             "coding": [_rule_coding(dep, change.rule.id, change.rule.display)],
             "text": change.rule.flag_text,

@@ -144,7 +144,12 @@ class LabResult:
 
 
 class UnmappedReason(Enum):
-    """Why a result was recorded without a normalised value; none of these decide."""
+    """Why a result was recorded without a normalised value; none of these decide.
+
+    ``NOT_USED`` is the one reason that is not a problem: the mapping knows the code
+    and says the rule pack does not use it (RBC, MCV, …), so it is not reported as
+    unmapped.
+    """
 
     UNMAPPED_CODE = "unmapped-code"
     UNKNOWN_UNIT = "unknown-unit"
@@ -152,6 +157,12 @@ class UnmappedReason(Enum):
     NOT_NUMERIC = "not-numeric"
     NO_VALUE = "no-value"
     IMPLAUSIBLE = "implausible"
+    NOT_USED = "not-used"
+
+    @property
+    def is_problem(self) -> bool:
+        """True for every reason but NOT_USED: something a mapping author must look at."""
+        return self is not UnmappedReason.NOT_USED
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,10 +106,12 @@ class OruReading:
 
 
 def _hd(seg: er7.Segment, n: int, d: er7.Delimiters) -> str:
-    """An HD field rendered as an identity: universal id when sent, else namespace id."""
-    namespace = er7.value(seg, n, 1, 1, delims=d)
-    universal = er7.value(seg, n, 1, 2, delims=d)
-    return universal or namespace
+    """An HD field rendered as an identity: the namespace id, else the universal id.
+
+    The namespace is what mapping authors see and write in senders.yaml; the
+    er7 charset override matches on it too.
+    """
+    return er7.value(seg, n, 1, 1, delims=d) or er7.value(seg, n, 1, 2, delims=d)
 
 
 def read_header(msg: er7.Message) -> Header:
@@ -391,14 +393,16 @@ def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
     comparator = ""
     reps = er7.repetitions(seg, 5, d)
     if value_type == "SN" and reps:
-        sn = er7.components(reps[0], d) + ["", "", "", ""]
+        sn = [*er7.components(reps[0], d), "", "", "", ""]
         comparator, num1, sep, num2 = sn[0], sn[1], sn[2], sn[3]
         value_text = f"{num1}{sep}{num2}" if (sep or num2) else num1
     elif len(reps) > 1:
         value_text = " ~ ".join(er7.unescape(r, d) for r in reps)
     elif reps:
-        value_text = er7.unescape(reps[0], d) if value_type not in ("CE", "CWE", "CNE") else (
-            er7.value(seg, 5, 1, 2, delims=d) or er7.value(seg, 5, 1, 1, delims=d)
+        value_text = (
+            er7.unescape(reps[0], d)
+            if value_type not in ("CE", "CWE", "CNE")
+            else (er7.value(seg, 5, 1, 2, delims=d) or er7.value(seg, 5, 1, 1, delims=d))
         )
     else:
         value_text = ""
@@ -410,9 +414,7 @@ def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
         status = _OBX11.get(status_code.upper(), ResultStatus.UNKNOWN)
     else:
         status = _OBR25.get(order.status.upper(), ResultStatus.UNKNOWN)
-    effective_raw = (
-        er7.value(seg, 14, delims=d) or order.effective or walk.header.timestamp
-    )
+    effective_raw = er7.value(seg, 14, delims=d) or order.effective or walk.header.timestamp
     ts = parse_ts(effective_raw, default_offset=walk.default_offset)
     primary = codes[0]
     facility = walk.header.sending_facility

@@ -43,6 +43,7 @@ __all__ = [
     "Normaliser",
     "Outcome",
     "Reading",
+    "content_hash",
     "evaluate",
     "read",
 ]
@@ -118,8 +119,14 @@ class Reading:
 
     @property
     def unmapped(self) -> tuple[Unmapped, ...]:
-        """Results recorded without a normalised value."""
-        return tuple(r for r in self.results if isinstance(r, Unmapped))
+        """Results recorded without a normalised value for a reason someone must review
+        (codes the mapping marks as not used are left out)."""
+        return tuple(r for r in self.results if isinstance(r, Unmapped) and r.reason.is_problem)
+
+    @property
+    def not_used(self) -> tuple[Unmapped, ...]:
+        """Results whose codes the mapping knows and the rule pack does not use."""
+        return tuple(r for r in self.results if isinstance(r, Unmapped) and not r.reason.is_problem)
 
     def needs(self) -> Needs:
         """Which patients, analytes and result identities evaluation will look at."""
@@ -175,8 +182,14 @@ def content_hash(raw: bytes) -> str:
 def _reject(raw: bytes, digest: str, exc: ParseError, header: Header | None) -> Reading:
     """Not HL7, unusable MSH, wrong type or version: rejected (AR), nothing processed."""
     err = ErrorInfo(exc.code, exc.location, exc.reason)
-    return Reading(raw=raw, content_hash=digest, disposition=Disposition.REJECTED,
-                   ack=AckCode.AR, header=header, errors=(err,))
+    return Reading(
+        raw=raw,
+        content_hash=digest,
+        disposition=Disposition.REJECTED,
+        ack=AckCode.AR,
+        header=header,
+        errors=(err,),
+    )
 
 
 def read(raw: bytes, engine: Engine) -> Reading:
@@ -210,15 +223,32 @@ def read(raw: bytes, engine: Engine) -> Reading:
             and item.result.value_type == "NM"
         ):
             errors.append(
-                ErrorInfo(102, f"{item.result.source}-5", f"NM value is not a number: {item.detail}")
+                ErrorInfo(
+                    102, f"{item.result.source}-5", f"NM value is not a number: {item.detail}"
+                )
             )
     if errors:
-        return Reading(raw=raw, content_hash=digest, disposition=Disposition.ERROR,
-                       ack=AckCode.AE, header=oru.header, results=results,
-                       patients=oru.patients, errors=tuple(errors), warnings=oru.warnings)
-    return Reading(raw=raw, content_hash=digest, disposition=Disposition.ACCEPTED,
-                   ack=AckCode.AA, header=oru.header, results=results, patients=oru.patients,
-                   warnings=oru.warnings)
+        return Reading(
+            raw=raw,
+            content_hash=digest,
+            disposition=Disposition.ERROR,
+            ack=AckCode.AE,
+            header=oru.header,
+            results=results,
+            patients=oru.patients,
+            errors=tuple(errors),
+            warnings=oru.warnings,
+        )
+    return Reading(
+        raw=raw,
+        content_hash=digest,
+        disposition=Disposition.ACCEPTED,
+        ack=AckCode.AA,
+        header=oru.header,
+        results=results,
+        patients=oru.patients,
+        warnings=oru.warnings,
+    )
 
 
 def _problem_error(p: Problem) -> ErrorInfo:
@@ -258,15 +288,28 @@ def evaluate(
             if i.result.status is ResultStatus.ENTERED_IN_ERROR
         ]
         state = states.get(pk, PatientState(pk))
-        d = decide(engine.rules_by_analyte, normalised, retracted, state, seq=seq,
-                   source=f"message {control}")
+        d = decide(
+            engine.rules_by_analyte,
+            normalised,
+            retracted,
+            state,
+            seq=seq,
+            source=f"message {control}",
+        )
         decisions.append(d)
         patient = patients[pk].identifier
         emitted.extend(_emit(d, state, engine.deployment, patient, control))
         explanation.extend(_explain_results(items, d))
     explanation.extend(
-        {"kind": "output", "resource": e.kind.value, "identifier": e.identifier,
-         "status": e.status, "rule": e.rule, "event": e.event, "result": e.result_key}
+        {
+            "kind": "output",
+            "resource": e.kind.value,
+            "identifier": e.identifier,
+            "status": e.status,
+            "rule": e.rule,
+            "event": e.event,
+            "result": e.result_key,
+        }
         for e in emitted
     )
     return Outcome(tuple(decisions), tuple(emitted), tuple(explanation))
@@ -285,11 +328,20 @@ def _emit(
     for change in d.issues:
         detail = _issue_detail(change, control)
         identified = change.normalised.result.effective if change.normalised else ""
-        ident, resource = build_issue(dep, change, patient=patient, detail=detail,
-                                      identified=identified)
+        ident, resource = build_issue(
+            dep, change, patient=patient, detail=detail, identified=identified
+        )
         issue_for_result[(change.rule.id, change.result_key)] = ident
-        e = _versioned(ident, OutputKind.DETECTED_ISSUE, d.patient_key, change.rule.id,
-                       change.result_key, change.status, resource, stored.get(ident))
+        e = _versioned(
+            ident,
+            OutputKind.DETECTED_ISSUE,
+            d.patient_key,
+            change.rule.id,
+            change.result_key,
+            change.status,
+            resource,
+            stored.get(ident),
+        )
         if e is not None:
             out.append(e)
     for flag in d.flags:
@@ -301,8 +353,16 @@ def _emit(
             )
         ident, resource = build_flag(dep, flag, patient=patient, issue_ident=ident_issue)
         result_key = flag.decider.key if flag.decider else flag.trigger_key
-        e = _versioned(ident, OutputKind.FLAG, d.patient_key, flag.rule.id, result_key,
-                       flag.status, resource, stored.get(ident))
+        e = _versioned(
+            ident,
+            OutputKind.FLAG,
+            d.patient_key,
+            flag.rule.id,
+            result_key,
+            flag.status,
+            resource,
+            stored.get(ident),
+        )
         if e is not None:
             out.append(e)
     return out
@@ -337,7 +397,8 @@ def _issue_detail(change: IssueChange, control: str) -> str:
         f"{rule.display}: {n.analyte.upper()} {cmp}{n.value} {n.unit}".rstrip(),
         f"(sent {r.comparator_text}{r.value_text} {r.unit_text})".replace(" )", ")"),
         f"{sign} {change.judgement.threshold} {n.unit}, severity {change.judgement.severity.value}"
-        if change.judgement.severity else "",
+        if change.judgement.severity
+        else "",
     ]
     text = " ".join(p for p in parts if p) + "."
     text += " " + _lab_opinion(r, change.judgement.met)
@@ -370,10 +431,14 @@ def _explain_results(
     by_key: dict[str, list[dict[str, Any]]] = {}
     for key, j in d.judgements:
         by_key.setdefault(key, []).append(
-            {"rule": j.rule.id, "met": j.met,
-             "severity": j.severity.value if j.severity else None,
-             "threshold": str(j.threshold), "direction": j.rule.direction.value,
-             "note": j.note}
+            {
+                "rule": j.rule.id,
+                "met": j.met,
+                "severity": j.severity.value if j.severity else None,
+                "threshold": str(j.threshold),
+                "direction": j.rule.direction.value,
+                "note": j.note,
+            }
         )
     out: list[dict[str, Any]] = []
     for item in items:
@@ -403,14 +468,28 @@ def _explain_results(
             if not r.status.is_deciding:
                 record["note"] = f"status {r.status.value}: stored, decides nothing"
         else:
-            record.update(analyte=item.analyte or None, unmapped=item.reason.value,
-                          detail=item.detail)
+            record.update(
+                analyte=item.analyte or None, unmapped=item.reason.value, detail=item.detail
+            )
         out.append(record)
     for f in d.flags:
-        out.append({"kind": "flag", "rule": f.rule.id, "status": f.status, "since": f.since,
-                    "reason": f.reason})
+        out.append(
+            {
+                "kind": "flag",
+                "rule": f.rule.id,
+                "status": f.status,
+                "since": f.since,
+                "reason": f.reason,
+            }
+        )
     for c in d.issues:
         if c.status == "entered-in-error":
-            out.append({"kind": "retraction", "rule": c.rule.id, "result": c.result_key,
-                        "reason": c.reason})
+            out.append(
+                {
+                    "kind": "retraction",
+                    "rule": c.rule.id,
+                    "result": c.result_key,
+                    "reason": c.reason,
+                }
+            )
     return out

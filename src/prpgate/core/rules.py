@@ -82,7 +82,9 @@ class Judgement:
     note: str
 
 
-def _settles(direction: Direction, value: Decimal, cmp: Comparator | None, t: Decimal) -> bool | None:
+def _settles(
+    direction: Direction, value: Decimal, cmp: Comparator | None, t: Decimal
+) -> bool | None:
     """Is 'x above/below t' settled for a true value x described by (cmp, value)?"""
     if direction is Direction.ABOVE:
         if cmp is None:
@@ -236,8 +238,8 @@ def decide(
         latest_version[key] = item
         touched[item.analyte] = key
         trigger_effective[item.analyte] = item.result.effective
-    for item in retracted:
-        key = item if isinstance(item, str) else item.result.key.text
+    for withdrawn in retracted:
+        key = withdrawn if isinstance(withdrawn, str) else withdrawn.result.key.text
         old = current.pop(key, None)
         upserts.pop(key, None)
         latest_version.pop(key, None)
@@ -245,7 +247,8 @@ def decide(
             removed.append(key)
             touched[old.analyte] = key
             trigger_effective.setdefault(
-                old.analyte, item.result.effective if not isinstance(item, str) else ""
+                old.analyte,
+                withdrawn.result.effective if not isinstance(withdrawn, str) else "",
             )
         for out in issues_by_result.get(key, []):
             if out.status != "entered-in-error":
@@ -253,7 +256,12 @@ def decide(
                 if rule is not None:
                     issues.append(
                         IssueChange(
-                            rule, key, "entered-in-error", None, None, out,
+                            rule,
+                            key,
+                            "entered-in-error",
+                            None,
+                            None,
+                            out,
                             "the result was marked entered-in-error by the lab",
                         )
                     )
@@ -264,12 +272,12 @@ def decide(
         for rule in rules_by_analyte.get(item.analyte, ()):
             j = judge(rule, item.value, item.comparator)
             judgements.append((key, j))
-            old = existing.get(rule.id)
+            prior = existing.get(rule.id)
             if j.met is True:
-                issues.append(IssueChange(rule, key, "final", j, item, old, j.note))
-            elif old is not None and old.status != "entered-in-error":
+                issues.append(IssueChange(rule, key, "final", j, item, prior, j.note))
+            elif prior is not None and prior.status != "entered-in-error":
                 why = f"a new version of the result no longer supports it: {j.note}"
-                issues.append(IssueChange(rule, key, "entered-in-error", j, item, old, why))
+                issues.append(IssueChange(rule, key, "entered-in-error", j, item, prior, why))
 
     # Flags for every rule of every analyte this message touched.
     flags: list[FlagChange] = []
@@ -277,7 +285,10 @@ def decide(
         ordered = _latest_first(r for r in current.values() if r.analyte == analyte)
         for rule in rules_by_analyte.get(analyte, ()):
             change = _flag_change(
-                rule, ordered, flags_by_rule.get(rule.id), trigger_key,
+                rule,
+                ordered,
+                flags_by_rule.get(rule.id),
+                trigger_key,
                 trigger_effective.get(analyte, ""),
             )
             if change is not None:

@@ -119,8 +119,9 @@ class SqliteSession:
         self._db = conn
         self._savepoints = 0
 
-    def find_prior(self, sending_application: str, sending_facility: str, control_id: str
-                   ) -> list[PriorMessage]:
+    def find_prior(
+        self, sending_application: str, sending_facility: str, control_id: str
+    ) -> list[PriorMessage]:
         """Earlier messages with this retransmit key, oldest first."""
         rows = self._db.execute(
             "SELECT id, content_hash, status, ack_code FROM messages "
@@ -137,10 +138,21 @@ class SqliteSession:
             " control_id, content_hash, message_type, version, status, ack_code, errors, summary,"
             " duplicate_of, reuse_of, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                record.received_at, record.source, record.sending_application,
-                record.sending_facility, record.control_id, record.content_hash,
-                record.message_type, record.version, record.status, record.ack_code,
-                record.errors, record.summary, record.duplicate_of, record.reuse_of, record.raw,
+                record.received_at,
+                record.source,
+                record.sending_application,
+                record.sending_facility,
+                record.control_id,
+                record.content_hash,
+                record.message_type,
+                record.version,
+                record.status,
+                record.ack_code,
+                record.errors,
+                record.summary,
+                record.duplicate_of,
+                record.reuse_of,
+                record.raw,
             ),
         )
         mid = cur.lastrowid
@@ -157,56 +169,71 @@ class SqliteSession:
         """Replace a message's summary (JSON text)."""
         self._db.execute("UPDATE messages SET summary=? WHERE id=?", (summary, message_id))
 
-    def load_state(self, patient_key: str, analytes: Iterable[str], result_keys: Iterable[str]
-                   ) -> PatientState:
+    def load_state(
+        self, patient_key: str, analytes: Iterable[str], result_keys: Iterable[str]
+    ) -> PatientState:
         """The patient's stored state restricted to what a message can change."""
         analytes = list(analytes)
         result_keys = list(result_keys)
         rows: dict[str, tuple[object, ...]] = {}
-        cols = ("SELECT result_key, patient_key, analyte, value, comparator, effective,"
-                " effective_sort, seq, status, source FROM results ")
+        cols = (
+            "SELECT result_key, patient_key, analyte, value, comparator, effective,"
+            " effective_sort, seq, status, source FROM results "
+        )
         if analytes:
             marks = ",".join("?" * len(analytes))
             for r in self._db.execute(
-                cols + f"WHERE patient_key=? AND analyte IN ({marks})",  # noqa: S608 - placeholders only
+                cols + f"WHERE patient_key=? AND analyte IN ({marks})",
                 (patient_key, *analytes),
             ):
                 rows[r[0]] = r
         if result_keys:
             marks = ",".join("?" * len(result_keys))
             for r in self._db.execute(
-                cols + f"WHERE result_key IN ({marks})",  # noqa: S608 - placeholders only
+                cols + f"WHERE result_key IN ({marks})",
                 result_keys,
             ):
                 if r[1] == patient_key:
                     rows[r[0]] = r
         results = tuple(
             StoredResult(
-                key=str(r[0]), patient_key=str(r[1]), analyte=str(r[2]),
+                key=str(r[0]),
+                patient_key=str(r[1]),
+                analyte=str(r[2]),
                 value=Decimal(str(r[3])),
                 comparator=Comparator(r[4]) if r[4] else None,
-                effective=str(r[5]), effective_sort=str(r[6]), seq=int(str(r[7])),
-                status=ResultStatus(r[8]), source=str(r[9]),
+                effective=str(r[5]),
+                effective_sort=str(r[6]),
+                seq=int(str(r[7])),
+                status=ResultStatus(r[8]),
+                source=str(r[9]),
             )
             for r in rows.values()
         )
         out_rows: dict[str, tuple[object, ...]] = {}
-        ocols = ("SELECT identifier, kind, patient_key, rule, result_key, status, resource,"
-                 " version FROM outputs ")
+        ocols = (
+            "SELECT identifier, kind, patient_key, rule, result_key, status, resource,"
+            " version FROM outputs "
+        )
         for r in self._db.execute(ocols + "WHERE patient_key=? AND kind='Flag'", (patient_key,)):
             out_rows[str(r[0])] = r
         if result_keys:
             marks = ",".join("?" * len(result_keys))
             for r in self._db.execute(
-                ocols + f"WHERE result_key IN ({marks}) AND kind='DetectedIssue'",  # noqa: S608
+                ocols + f"WHERE result_key IN ({marks}) AND kind='DetectedIssue'",
                 result_keys,
             ):
                 if r[2] == patient_key:
                     out_rows[r[0]] = r
         outputs = tuple(
             StoredOutput(
-                identifier=str(r[0]), kind=OutputKind(r[1]), patient_key=str(r[2]),
-                rule=str(r[3]), result_key=str(r[4]), status=str(r[5]), resource=str(r[6]),
+                identifier=str(r[0]),
+                kind=OutputKind(r[1]),
+                patient_key=str(r[2]),
+                rule=str(r[3]),
+                result_key=str(r[4]),
+                status=str(r[5]),
+                resource=str(r[6]),
                 version=int(str(r[7])),
             )
             for r in out_rows.values()
@@ -226,15 +253,23 @@ class SqliteSession:
                 " effective_sort=excluded.effective_sort, seq=excluded.seq,"
                 " status=excluded.status, source=excluded.source",
                 [
-                    (r.key, r.patient_key, r.analyte, str(r.value),
-                     r.comparator.value if r.comparator else None, r.effective,
-                     r.effective_sort, r.seq, r.status.value, r.source)
+                    (
+                        r.key,
+                        r.patient_key,
+                        r.analyte,
+                        str(r.value),
+                        r.comparator.value if r.comparator else None,
+                        r.effective,
+                        r.effective_sort,
+                        r.seq,
+                        r.status.value,
+                        r.source,
+                    )
                     for r in d.results
                 ],
             )
             if d.removed:
-                db.executemany("DELETE FROM results WHERE result_key=?",
-                               [(k,) for k in d.removed])
+                db.executemany("DELETE FROM results WHERE result_key=?", [(k,) for k in d.removed])
         for e in outcome.emitted:
             db.execute(
                 "INSERT INTO outputs (identifier, kind, patient_key, rule, result_key, status,"
@@ -242,8 +277,17 @@ class SqliteSession:
                 " ON CONFLICT(identifier) DO UPDATE SET status=excluded.status,"
                 " result_key=excluded.result_key, version=excluded.version,"
                 " message_id=excluded.message_id, resource=excluded.resource",
-                (e.identifier, e.kind.value, e.patient_key, e.rule, e.result_key, e.status,
-                 e.version, message_id, e.resource),
+                (
+                    e.identifier,
+                    e.kind.value,
+                    e.patient_key,
+                    e.rule,
+                    e.result_key,
+                    e.status,
+                    e.version,
+                    message_id,
+                    e.resource,
+                ),
             )
             db.execute(
                 "INSERT INTO outbox (identifier, kind, patient_key, version, message_id,"
@@ -339,20 +383,34 @@ class SqliteStore:
     @staticmethod
     def _message(r: tuple[object, ...]) -> MessageRow:
         return MessageRow(
-            id=int(str(r[0])), received_at=str(r[1]), source=str(r[2]),
-            sending_application=str(r[3]), sending_facility=str(r[4]), control_id=str(r[5]),
-            message_type=str(r[6]), version=str(r[7]), status=str(r[8]), ack_code=str(r[9]),
-            errors=str(r[10]), summary=str(r[11]),
+            id=int(str(r[0])),
+            received_at=str(r[1]),
+            source=str(r[2]),
+            sending_application=str(r[3]),
+            sending_facility=str(r[4]),
+            control_id=str(r[5]),
+            message_type=str(r[6]),
+            version=str(r[7]),
+            status=str(r[8]),
+            ack_code=str(r[9]),
+            errors=str(r[10]),
+            summary=str(r[11]),
             duplicate_of=int(str(r[12])) if r[12] is not None else None,
             reuse_of=int(str(r[13])) if r[13] is not None else None,
             raw=bytes(r[14]) if isinstance(r[14], bytes | bytearray | memoryview) else b"",
         )
 
-    def list_messages(self, *, limit: int = 50, status: str | None = None,
-                      control_id: str | None = None, patient_hash: str | None = None
-                      ) -> list[MessageRow]:
+    def list_messages(
+        self,
+        *,
+        limit: int = 50,
+        status: str | None = None,
+        control_id: str | None = None,
+        patient_hash: str | None = None,
+    ) -> list[MessageRow]:
         """Newest first, filtered by indexed keys."""
-        where, args = [], []  # type: ignore[var-annotated]
+        where: list[str] = []
+        args: list[object] = []
         if status:
             where.append("status=?")
             args.append(status)
@@ -389,11 +447,14 @@ class SqliteStore:
             )
         ]
 
-    def outputs(self, *, patient_key: str | None = None, message_id: int | None = None
-                ) -> list[OutputRow]:
+    def outputs(
+        self, *, patient_key: str | None = None, message_id: int | None = None
+    ) -> list[OutputRow]:
         """Current outputs, by patient or by the message that last changed them."""
-        sql = ("SELECT identifier, kind, patient_key, rule, result_key, status, version,"
-               " message_id, resource FROM outputs")
+        sql = (
+            "SELECT identifier, kind, patient_key, rule, result_key, status, version,"
+            " message_id, resource FROM outputs"
+        )
         args: list[object] = []
         if patient_key is not None:
             sql += " WHERE patient_key=?"
@@ -403,15 +464,26 @@ class SqliteStore:
             args.append(message_id)
         sql += " ORDER BY kind, rule, identifier"
         return [
-            OutputRow(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]),
-                      int(r[6]), int(r[7]), str(r[8]))
+            OutputRow(
+                str(r[0]),
+                str(r[1]),
+                str(r[2]),
+                str(r[3]),
+                str(r[4]),
+                str(r[5]),
+                int(r[6]),
+                int(r[7]),
+                str(r[8]),
+            )
             for r in self._db.execute(sql, args)
         ]
 
     def outbox(self, *, message_id: int | None = None, limit: int = 1000) -> list[OutboxRow]:
         """Outbox rows in order, optionally of one message."""
-        sql = ("SELECT id, identifier, kind, patient_key, version, message_id, state, attempts,"
-               " resource FROM outbox")
+        sql = (
+            "SELECT id, identifier, kind, patient_key, version, message_id, state, attempts,"
+            " resource FROM outbox"
+        )
         args: list[object] = []
         if message_id is not None:
             sql += " WHERE message_id=?"
@@ -422,8 +494,17 @@ class SqliteStore:
 
     @staticmethod
     def _outbox(r: tuple[object, ...]) -> OutboxRow:
-        return OutboxRow(int(str(r[0])), str(r[1]), str(r[2]), str(r[3]), int(str(r[4])),
-                         int(str(r[5])), str(r[6]), int(str(r[7])), str(r[8]))
+        return OutboxRow(
+            int(str(r[0])),
+            str(r[1]),
+            str(r[2]),
+            str(r[3]),
+            int(str(r[4])),
+            int(str(r[5])),
+            str(r[6]),
+            int(str(r[7])),
+            str(r[8]),
+        )
 
     def iter_outbox(self, after_id: int = 0) -> Iterator[OutboxRow]:
         """Every outbox row after an id, in order."""

@@ -1,0 +1,123 @@
+"""Per-message cost of parse+map+evaluate+build for CBC ORUs, against python-hl7 and hl7apy.
+
+All three read the same messages in the same run. prpgate's figure includes the
+whole pure pipeline (tokenize, ORU walk, mapping with unit conversion, rule
+evaluation, and FHIR resource building/validation where a finding is made);
+the baselines only parse. Run: python bench/bench_pipeline.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import hl7
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
+
+from prpgate.config import Settings
+from prpgate.core import er7
+from prpgate.core.pipeline import evaluate, read
+from prpgate.engine import build_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+CBC_FILES = [
+    "cbc_normal.hl7",
+    "cbc_high_wbc.hl7",
+    "cbc_low_wbc.hl7",
+    "v25_cbc.hl7",
+    "v24_cbc.hl7",
+    "v26_cbc.hl7",
+]
+
+
+def cbc_messages() -> list[bytes]:
+    """The CBC fixtures, one message each, with CR segment ends."""
+    out = []
+    for name in CBC_FILES:
+        for piece in er7.split_messages((ROOT / "fixtures" / name).read_bytes()):
+            out.append(piece.data.replace(b"\r\n", b"\r").replace(b"\n", b"\r"))
+    return out
+
+
+def per_message_us(fn: Callable[[bytes], object], msgs: list[bytes], *, seconds: float) -> float:
+    """Median over rounds of the mean µs per message; each round runs every message."""
+    for m in msgs:  # warm-up
+        fn(m)
+    rounds: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(rounds) < 3:
+        t0 = time.perf_counter()
+        for m in msgs:
+            fn(m)
+        rounds.append((time.perf_counter() - t0) / len(msgs) * 1e6)
+    return statistics.median(rounds)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--json", action="store_true", help="print JSON figures")
+    args = parser.parse_args()
+    seconds = 0.5 if args.quick else 2.0
+    engine = build_engine(Settings(mappings=ROOT / "mappings"))
+    msgs = cbc_messages()
+    texts = [m.decode("utf-8").lstrip("\ufeff") for m in msgs]
+
+    def ours(raw: bytes) -> object:
+        reading = read(raw, engine)
+        return evaluate(reading, {}, engine, seq=1)
+
+    def tokenizer_only(raw: bytes) -> object:
+        return er7.parse(raw)
+
+    text_of = dict(zip(msgs, texts, strict=True))
+
+    def python_hl7(raw: bytes) -> object:
+        return hl7.parse(text_of[raw])
+
+    def hl7apy_parse(raw: bytes) -> object:
+        return parse_message(
+            text_of[raw], find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT
+        )
+
+    segs = statistics.mean(t.count("\r") + 1 for t in texts)
+    figures = {
+        "prpgate_pipeline_us": per_message_us(ours, msgs, seconds=seconds),
+        "prpgate_tokenizer_us": per_message_us(tokenizer_only, msgs, seconds=seconds),
+        "python_hl7_parse_us": per_message_us(python_hl7, msgs, seconds=seconds),
+        "hl7apy_parse_us": per_message_us(hl7apy_parse, msgs, seconds=seconds / 2),
+    }
+    figures["ratio_python_hl7_over_pipeline"] = (
+        figures["python_hl7_parse_us"] / figures["prpgate_pipeline_us"]
+    )
+    figures["ratio_hl7apy_over_pipeline"] = (
+        figures["hl7apy_parse_us"] / figures["prpgate_pipeline_us"]
+    )
+    if args.json:
+        print(json.dumps({"messages": len(msgs), "mean_segments": segs, **figures}))
+        return 0
+    print(f"CBC ORU messages: {len(msgs)} (mean {segs:.1f} segments), same run, µs per message")
+    print(
+        f"  prpgate parse+map+evaluate+build  {figures['prpgate_pipeline_us']:9.1f} µs"
+        "   (target <= 100 µs)"
+    )
+    print(f"  prpgate tokenizer alone           {figures['prpgate_tokenizer_us']:9.1f} µs")
+    print(
+        f"  python-hl7 hl7.parse (baseline)   {figures['python_hl7_parse_us']:9.1f} µs"
+        f"   ratio {figures['ratio_python_hl7_over_pipeline']:.1f}x (target >= 10x)"
+    )
+    print(
+        f"  hl7apy parse_message (baseline)   {figures['hl7apy_parse_us']:9.1f} µs"
+        f"   ratio {figures['ratio_hl7apy_over_pipeline']:.1f}x"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
