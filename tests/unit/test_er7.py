@@ -211,6 +211,12 @@ def test_parse_message_rejects_a_line_without_segment_id_in_a_cr_message(line: s
     assert (err.value.segment_index, err.value.code) == (3, 100)
 
 
+def test_parse_message_rejects_a_segment_id_with_a_line_feed_inside() -> None:
+    with pytest.raises(ParseError) as err:
+        _msg("PID|1", "ABC\nDEF|x")
+    assert (err.value.segment_index, err.value.code) == (3, 100)
+
+
 def test_parse_message_rejects_a_second_msh() -> None:
     with pytest.raises(ParseError) as err:
         _msg("PID|1", MSH, "PID|2")

@@ -1,7 +1,8 @@
 """Decisions -> FHIR R4 DetectedIssue and Flag resources (fhir.resources R4B models).
 
-Resources are built as plain dicts in a fixed key order, validated with the R4B
-models, and serialised compactly, so the same input always gives the same bytes.
+Resources are built as plain dicts in a fixed key order and serialised compactly,
+so the same input always gives the same bytes; every version the pipeline emits is
+validated with the R4B models first (``validate_resource``).
 Nothing here reads a clock: every time in a resource comes from the input.
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "flag_identifier",
     "issue_identifier",
     "resource_id",
+    "validate_resource",
 ]
 
 _LOINC_SYSTEMS = {"LN", "LOINC", "HTTP://LOINC.ORG", "2.16.840.1.113883.6.1"}
@@ -77,11 +79,23 @@ def _dump(resource: dict[str, Any]) -> str:
     return json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
 
 
-def _validate(model: type[DetectedIssue] | type[Flag], resource: dict[str, Any]) -> None:
+_MODELS: dict[str, type[DetectedIssue] | type[Flag]] = {
+    "DetectedIssue": DetectedIssue,
+    "Flag": Flag,
+}
+
+
+def validate_resource(resource_json: str) -> None:
+    """Validate an emitted resource against its fhir.resources R4B model.
+
+    The pipeline calls this for every resource version it emits (one that differs
+    from what the store holds) before it goes to the outbox. Raises BuildError.
+    """
     try:
-        model.model_validate(resource)
-    except ValidationError as exc:
-        raise BuildError(f"{resource['resourceType']} failed R4B validation: {exc}") from exc
+        data = json.loads(resource_json)
+        _MODELS[data["resourceType"]].model_validate(data)
+    except (ValidationError, KeyError, ValueError) as exc:
+        raise BuildError(f"resource failed R4B validation: {exc}") from exc
 
 
 def _patient_ref(patient: PatientId) -> dict[str, Any]:
@@ -131,13 +145,12 @@ def build_issue(
     """Build (identifier, JSON) of the DetectedIssue a change asks for.
 
     A retraction (``status`` entered-in-error) keeps the stored resource and changes
-    only its status; a final issue is built from the judgement. Raises BuildError
-    when the result does not validate against the R4B model.
+    only its status; a final issue is built from the judgement. The pipeline
+    validates what it emits with ``validate_resource``.
     """
     if change.status == "entered-in-error" and change.existing is not None:
         retracted: dict[str, Any] = json.loads(change.existing.resource)
         retracted["status"] = "entered-in-error"
-        _validate(DetectedIssue, retracted)
         return change.existing.identifier, _dump(retracted)
     assert change.judgement is not None
     assert change.normalised is not None
@@ -164,7 +177,6 @@ def build_issue(
     resource["implicated"] = [_result_ref(dep, n)]
     resource["evidence"] = [{"code": _evidence_code(n), "detail": [_result_ref(dep, n)]}]
     resource["detail"] = detail
-    _validate(DetectedIssue, resource)
     return ident, _dump(resource)
 
 
@@ -189,7 +201,6 @@ def build_flag(
         period = resource.setdefault("period", {})
         if change.since:
             period["end"] = change.since
-        _validate(Flag, resource)
         return change.existing.identifier, _dump(resource)
     resource = {
         "resourceType": "Flag",
@@ -217,5 +228,4 @@ def build_flag(
     }
     if change.since:
         resource["period"] = {"start": change.since}
-    _validate(Flag, resource)
     return ident, _dump(resource)

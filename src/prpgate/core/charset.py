@@ -53,7 +53,8 @@ def _table() -> dict[str, str]:
         for label in labels:
             table[normalise_label(label)] = codec
 
-    # HL7 table 0211 codes ("ASCII" is the default when MSH-18 is empty).
+    # HL7 table 0211 codes and the other spellings senders use. (0211 makes ASCII the
+    # default for an empty MSH-18; prpgate reads its superset UTF-8 then.)
     add("ascii", "ASCII", "US-ASCII", "ISO IR6", "ISO 646")
     add("utf-8", "UNICODE UTF-8", "UTF-8", "ISO IR192")
     # "UNICODE" (ISO/IEC 10646, deprecated in 0211): a message whose MSH segment we
@@ -145,18 +146,12 @@ def decode_bytes(data: bytes, codec: str, *, base_offset: int = 0) -> str:
         raise ParseError(f"unknown codec {codec!r}", code=207) from exc
 
 
-def _header_labels(first: bytes) -> tuple[str, tuple[str, ...]]:
-    """(MSH-18 first repetition, MSH-4 universal id and namespace id) from raw MSH bytes."""
-    fs = first[3:4]
-    if not fs:
-        return "", ()
-    parts = first.split(fs)
-    enc = parts[1] if len(parts) > 1 else b""
+def _facility_ids(msh4: bytes, enc: bytes, fs: bytes) -> list[str]:
+    """MSH-4 universal id (component 2) and namespace id (component 1), as sent."""
     rep, comp = enc[1:2] or fs, enc[0:1] or fs
-    label = parts[17].split(rep)[0] if len(parts) > 17 else b""
-    hd = parts[3].split(rep)[0].split(comp) if len(parts) > 3 else []
-    facility = tuple(hd[i].decode("latin-1").strip() for i in (1, 0) if i < len(hd))
-    return label.decode("latin-1").strip(), tuple(f for f in facility if f)
+    hd = msh4.split(rep, 1)[0].split(comp)
+    ids = [hd[i].decode("latin-1").strip() for i in (1, 0) if i < len(hd)]
+    return [i for i in ids if i]
 
 
 def choose_codec(
@@ -172,7 +167,12 @@ def choose_codec(
     Raises ParseError: MSH-18 unknown or unsupported (103, MSH-18); an override
     or default that names no usable codec (207).
     """
-    label, facility = _header_labels(msh)
+    fs = msh[3:4]
+    parts = msh.split(fs) if fs else []
+    enc = parts[1] if len(parts) > 1 else b""
+    label = ""
+    if len(parts) > 17 and parts[17]:
+        label = parts[17].split(enc[1:2] or fs, 1)[0].decode("latin-1").strip()
     if label:
         codec = codec_for(label)
         if codec is None:
@@ -185,16 +185,17 @@ def choose_codec(
                 code=103,
             )
         return codec, f"MSH-18 is {label!r}"
-    for key in facility if overrides else ():
-        if overrides and key in overrides:
-            codec = codec_for(overrides[key])
-            if codec is None:
-                raise ParseError(
-                    f"charset override for sending facility {key!r} names an "
-                    f"unusable codec {overrides[key]!r}",
-                    code=207,
-                )
-            return codec, f"MSH-18 is empty; the override for {key!r} is {codec}"
+    if overrides and len(parts) > 3:
+        for key in _facility_ids(parts[3], enc, fs):
+            if key in overrides:
+                codec = codec_for(overrides[key])
+                if codec is None:
+                    raise ParseError(
+                        f"charset override for sending facility {key!r} names an "
+                        f"unusable codec {overrides[key]!r}",
+                        code=207,
+                    )
+                return codec, f"MSH-18 is empty; the override for {key!r} is {codec}"
     if default == DEFAULT_CHARSET:
         return "utf-8", "MSH-18 is empty and no override applies: read as UTF-8"
     codec = codec_for(default)

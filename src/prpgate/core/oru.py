@@ -190,6 +190,9 @@ class _Order:
     status: str = ""
 
 
+_EMPTY_ORDER = _Order()
+
+
 @dataclass(slots=True)
 class _Walk:
     """Mutable walk state while reading one message's segments."""
@@ -378,6 +381,22 @@ def _codings(seg: er7.Segment, d: er7.Delimiters) -> tuple[Coding, ...]:
     return tuple(out)
 
 
+def _first(raw: str, d: er7.Delimiters) -> str:
+    """Decoded first component of the first repetition of a raw field (hot path)."""
+    if d.repetition in raw:
+        raw = raw.split(d.repetition, 1)[0]
+    if d.component in raw:
+        raw = raw.split(d.component, 1)[0]
+    if d.subcomponent in raw:
+        raw = raw.split(d.subcomponent, 1)[0]
+    if d.escape and d.escape in raw:
+        return er7.unescape(raw, d)
+    return raw
+
+
+_OBX_FIELDS = 15  # OBX-1 .. OBX-14 are read
+
+
 def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
     d = walk.d
     where = f"OBX[{seg.index}]"
@@ -389,9 +408,13 @@ def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
     if not codes:
         walk.problems.append(Problem(f"{where}-3", "OBX-3 observation identifier is empty", 101))
         return
-    value_type = er7.value(seg, 2, delims=d)
+    f = seg.fields
+    if len(f) < _OBX_FIELDS:
+        f = f + ("",) * (_OBX_FIELDS - len(f))
+    value_type = _first(f[2], d)
     comparator = ""
-    reps = er7.repetitions(seg, 5, d)
+    raw_value = f[5]
+    reps = raw_value.split(d.repetition) if raw_value else []
     if value_type == "SN" and reps:
         sn = [*er7.components(reps[0], d), "", "", "", ""]
         comparator, num1, sep, num2 = sn[0], sn[1], sn[2], sn[3]
@@ -399,32 +422,35 @@ def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
     elif len(reps) > 1:
         value_text = " ~ ".join(er7.unescape(r, d) for r in reps)
     elif reps:
-        value_text = (
-            er7.unescape(reps[0], d)
-            if value_type not in ("CE", "CWE", "CNE")
-            else (er7.value(seg, 5, 1, 2, delims=d) or er7.value(seg, 5, 1, 1, delims=d))
-        )
+        if value_type in ("CE", "CWE", "CNE"):
+            comps = er7.components(reps[0], d)
+            value_text = comps[1] if len(comps) > 1 and comps[1] else comps[0]
+        else:
+            value_text = er7.unescape(reps[0], d)
     else:
         value_text = ""
-    unit_code = er7.value(seg, 6, 1, 1, delims=d) or er7.value(seg, 6, 1, 2, delims=d)
-    unit_system = er7.value(seg, 6, 1, 3, delims=d)
-    status_code = er7.value(seg, 11, delims=d)
-    order = walk.order or _Order()
+    unit_code = ""
+    unit_system = ""
+    if f[6]:
+        units = er7.components(f[6].split(d.repetition, 1)[0], d)
+        unit_code = units[0] or (units[1] if len(units) > 1 else "")
+        unit_system = units[2] if len(units) > 2 else ""
+    status_code = _first(f[11], d)
+    order = walk.order or _EMPTY_ORDER
     if status_code:
         status = _OBX11.get(status_code.upper(), ResultStatus.UNKNOWN)
     else:
         status = _OBR25.get(order.status.upper(), ResultStatus.UNKNOWN)
-    effective_raw = er7.value(seg, 14, delims=d) or order.effective or walk.header.timestamp
+    effective_raw = _first(f[14], d) or order.effective or walk.header.timestamp
     ts = parse_ts(effective_raw, default_offset=walk.default_offset)
     primary = codes[0]
     facility = walk.header.sending_facility
-    key = ResultKey(
-        facility=facility,
-        order=order.key,
-        code=f"{primary.system}^{primary.code}",
-        sub_id=er7.value(seg, 4, delims=d),
+    key = ResultKey(facility, order.key, f"{primary.system}^{primary.code}", _first(f[4], d))
+    flags = (
+        tuple(x for x in (er7.unescape(r, d) for r in f[8].split(d.repetition)) if x)
+        if f[8]
+        else ()
     )
-    flags = tuple(f for f in (er7.unescape(r, d) for r in er7.repetitions(seg, 8, d)) if f)
     walk.results.append(
         LabResult(
             key=key,
@@ -439,7 +465,7 @@ def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
             source=where,
             comparator_text=comparator,
             unit_system=unit_system,
-            reference_range=er7.value(seg, 7, delims=d),
+            reference_range=_first(f[7], d),
             abnormal_flags=flags,
             order_code=order.code,
             effective_sort=ts.sort_key if ts else "",

@@ -18,7 +18,13 @@ from enum import Enum
 from typing import Any, Protocol
 
 from prpgate.core import er7
-from prpgate.core.build import Deployment, build_flag, build_issue, issue_identifier
+from prpgate.core.build import (
+    Deployment,
+    build_flag,
+    build_issue,
+    issue_identifier,
+    validate_resource,
+)
 from prpgate.core.model import (
     LabResult,
     Normalised,
@@ -380,6 +386,7 @@ def _versioned(
 ) -> Emitted | None:
     if old is not None and old.resource == resource:
         return None  # nothing changed: a replay or retransmit emits nothing
+    validate_resource(resource)  # only what leaves the core is validated
     version = 1 if old is None else old.version + 1
     event = "created" if old is None else "updated"
     return Emitted(ident, kind, patient_key, rule, result_key, status, resource, version, event)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = ["Timestamp", "parse_ts"]
 
@@ -32,6 +33,7 @@ class Timestamp:
     assumed_offset: bool
 
 
+@lru_cache(maxsize=4096)  # pure function; results of one message share their timestamps
 def parse_ts(text: str, *, default_offset: str = "+00:00") -> Timestamp | None:
     """Parse an HL7 v2 TS (component 1 of a TS/DTM field); None when empty or invalid.
 

@@ -1,0 +1,144 @@
+"""DetectedIssue and Flag resources: codings, identity, determinism, validation."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from prpgate.core.build import (
+    BuildError,
+    Deployment,
+    build_flag,
+    build_issue,
+    flag_identifier,
+    issue_identifier,
+    validate_resource,
+)
+from prpgate.core.model import (
+    Coding,
+    LabResult,
+    Normalised,
+    Patient,
+    PatientId,
+    ResultKey,
+    ResultStatus,
+)
+from prpgate.core.rules import Direction, FlagChange, IssueChange, Rule, judge
+from prpgate.core.state import OutputKind, StoredOutput
+
+DEP = Deployment(
+    identifier_system="https://clinic.example/sid",
+    rule_code_system="https://clinic.example/CodeSystem/prp-rules",
+    issue_coding=Coding("http://terminology.hl7.org/CodeSystem/v3-ActCode", "LAB", "Lab Alert"),
+)
+RULE = Rule(
+    "leukocytosis",
+    "wbc",
+    Direction.ABOVE,
+    Decimal("11.0"),
+    Decimal("20.0"),
+    "Leukocytosis",
+    "PRP on hold: leukocytosis",
+)
+PATIENT = PatientId("urn:oid:1.2.3", "MRN77", "MR")
+
+
+def _normalised(value: str) -> Normalised:
+    result = LabResult(
+        key=ResultKey("LAB", "F:9^LAB", "LN^6690-2", "1"),
+        patient=Patient(PATIENT),
+        codes=(Coding("LN", "6690-2", "Leukocytes"),),
+        value_type="NM",
+        value_text=value,
+        unit_text="10*3/uL",
+        status=ResultStatus.FINAL,
+        effective="2026-01-02T08:00:00+01:00",
+        sending_facility="LAB",
+        source="OBX[4]",
+    )
+    return Normalised(
+        result, "wbc", Decimal(value), "10*9/L", None, Decimal(value), "10*3/uL", Decimal(1)
+    )
+
+
+def _issue(value: str = "23.4") -> tuple[str, str]:
+    n = _normalised(value)
+    j = judge(RULE, n.value, None)
+    change = IssueChange(RULE, n.result.key.text, "final", j, n, None, j.note)
+    return build_issue(
+        DEP, change, patient=PATIENT, detail="WBC high.", identified=n.result.effective
+    )
+
+
+def test_build_issue_carries_actcode_and_rule_coding_and_validates() -> None:
+    ident, text = _issue()
+    validate_resource(text)
+    res = json.loads(text)
+    assert res["code"]["coding"] == [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+            "code": "LAB",
+            "display": "Lab Alert",
+        },
+        {
+            "system": "https://clinic.example/CodeSystem/prp-rules",
+            "code": "leukocytosis",
+            "display": "Leukocytosis",
+        },
+    ]
+    assert res["severity"] == "high"
+    assert res["status"] == "final"
+    assert res["patient"] == {"identifier": {"system": "urn:oid:1.2.3", "value": "MRN77"}}
+    assert res["identifier"] == [
+        {"system": "https://clinic.example/sid/detected-issue", "value": ident}
+    ]
+    assert res["identifiedDateTime"] == "2026-01-02T08:00:00+01:00"
+    assert res["evidence"][0]["code"][0]["coding"][0]["system"] == "http://loinc.org"
+
+
+def test_build_issue_is_byte_identical_for_the_same_input() -> None:
+    assert _issue() == _issue()
+
+
+def test_issue_identifier_depends_on_patient_rule_and_result() -> None:
+    base = issue_identifier("p|1", "leukocytosis", "LAB|F:9|LN^6690-2|1")
+    assert base != issue_identifier("p|2", "leukocytosis", "LAB|F:9|LN^6690-2|1")
+    assert base != issue_identifier("p|1", "leukopenia", "LAB|F:9|LN^6690-2|1")
+    assert base != issue_identifier("p|1", "leukocytosis", "LAB|F:8|LN^6690-2|1")
+    assert "MRN" not in base  # the identifier does not reveal the MRN
+
+
+def test_build_flag_active_then_inactive_keeps_period_start() -> None:
+    n = _normalised("23.4")
+    issue_ident, _ = _issue()
+    active = FlagChange(
+        RULE, "active", "2026-01-02T08:00:00+01:00", n.result.key.text, None, None, "x"
+    )
+    ident, text = build_flag(DEP, active, patient=PATIENT, issue_ident=issue_ident)
+    validate_resource(text)
+    assert ident == flag_identifier(PATIENT.key, "leukocytosis")
+    stored = StoredOutput(
+        ident, OutputKind.FLAG, PATIENT.key, "leukocytosis", n.result.key.text, "active", text, 1
+    )
+    inactive = FlagChange(RULE, "inactive", "2026-01-09T08:00:00+01:00", "k", None, stored, "y")
+    _, text2 = build_flag(DEP, inactive, patient=PATIENT, issue_ident="")
+    validate_resource(text2)
+    res = json.loads(text2)
+    assert res["status"] == "inactive"
+    assert res["period"] == {
+        "start": "2026-01-02T08:00:00+01:00",
+        "end": "2026-01-09T08:00:00+01:00",
+    }
+    assert res["code"]["text"] == "PRP on hold: leukocytosis"
+    assert res["category"][0]["coding"][0]["code"] == "lab"
+    assert res["extension"][0]["valueReference"]["identifier"]["value"] == issue_ident
+
+
+def test_validate_resource_rejects_invalid_resource() -> None:
+    _, text = _issue()
+    broken = json.loads(text)
+    broken["identifiedDateTime"] = "yesterday at noon"  # not a FHIR dateTime
+    with pytest.raises(BuildError):
+        validate_resource(json.dumps(broken))
