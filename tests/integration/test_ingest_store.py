@@ -1,0 +1,161 @@
+"""ingest() against a SQLite file: dedup, control-id reuse, failure isolation, durability."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from prpgate.config import Settings
+from prpgate.core.model import LabResult, Normalised, Unmapped
+from prpgate.core.pipeline import AckCode, Disposition, Engine, Normaliser
+from prpgate.engine import build_engine
+from prpgate.errors import StoreError
+from prpgate.ingest import ingest
+from prpgate.store.sqlite import SCHEMA_VERSION, SqliteStore
+from tests.conftest import FIXED_NOW, MAPPINGS, load
+
+_ENGINE: list[Engine] = []
+
+
+class BadTimeMapper:
+    """A mapper (the Normaliser port) whose results carry a time FHIR cannot hold, so
+    building the DetectedIssue fails after the message row and results were written."""
+
+    def __init__(self, inner: Normaliser) -> None:
+        self._inner = inner
+
+    def normalise(self, result: LabResult) -> Normalised | Unmapped:
+        out = self._inner.normalise(result)
+        if isinstance(out, Normalised):
+            bad = dataclasses.replace(out.result, effective="yesterday noon")
+            return dataclasses.replace(out, result=bad)
+        return out
+
+
+@pytest.fixture
+def engine() -> Engine:
+    if not _ENGINE:
+        _ENGINE.append(build_engine(Settings(mappings=MAPPINGS)))
+    return _ENGINE[0]
+
+
+def _ingest(store: SqliteStore, engine: Engine, raw: bytes, source: str = "t") -> object:
+    with store.session() as s:
+        return ingest(s, engine, raw, source=source, received_at=FIXED_NOW)
+
+
+def test_ingest_retransmit_is_recorded_not_processed_again(tmp_path: Path, engine: Engine) -> None:
+    store = SqliteStore(tmp_path / "s.sqlite")
+    raw = load("cbc_high_wbc.hl7")
+    first = _ingest(store, engine, raw)
+    again = _ingest(store, engine, raw.replace(b"\r", b"\r\n"))  # same content, other line ends
+    outbox = store.outbox()
+    store.close()
+    assert first.disposition is Disposition.ACCEPTED  # type: ignore[attr-defined]
+    assert len(first.emitted) == 2  # type: ignore[attr-defined]
+    assert again.disposition is Disposition.DUPLICATE  # type: ignore[attr-defined]
+    assert again.ack is AckCode.AA  # type: ignore[attr-defined]
+    assert again.duplicate_of == first.message_id  # type: ignore[attr-defined]
+    assert len(outbox) == 2
+
+
+def test_ingest_reused_control_id_with_new_content_is_processed(
+    tmp_path: Path, engine: Engine
+) -> None:
+    store = SqliteStore(tmp_path / "s.sqlite")
+    raw = load("cbc_high_wbc.hl7")
+    first = _ingest(store, engine, raw)
+    changed = raw.replace(b"|23.4|", b"|5.1|")
+    assert changed != raw
+    second = _ingest(store, engine, changed)
+    outputs = {(o.kind, o.status) for o in store.outputs()}
+    row = store.get_message(second.message_id)  # type: ignore[attr-defined]
+    store.close()
+    assert second.disposition is Disposition.ACCEPTED  # type: ignore[attr-defined]
+    assert second.reuse_of == first.message_id  # type: ignore[attr-defined]
+    assert row is not None
+    assert row.reuse_of == first.message_id  # type: ignore[attr-defined]
+    # same result identity, new value: the finding is withdrawn, the Flag cleared
+    assert outputs == {("DetectedIssue", "entered-in-error"), ("Flag", "inactive")}
+
+
+def test_ingest_failure_rolls_back_partial_writes_and_keeps_raw(
+    tmp_path: Path, engine: Engine
+) -> None:
+    broken = dataclasses.replace(engine, mapper=BadTimeMapper(engine.mapper))
+    store = SqliteStore(tmp_path / "s.sqlite")
+    raw = load("cbc_high_wbc.hl7")
+    with store.session() as s:
+        ok = ingest(s, engine, load("cbc_low_wbc.hl7"), source="a", received_at=FIXED_NOW)
+        failed = ingest(s, broken, raw, source="b", received_at=FIXED_NOW)
+    rows = store.list_messages()
+    outputs = store.outputs()
+    seqs = sqlite3.connect(tmp_path / "s.sqlite").execute("SELECT DISTINCT seq FROM results")
+    store.close()
+    assert ok.disposition is Disposition.ACCEPTED
+    assert failed.disposition is Disposition.ERROR
+    assert failed.ack is AckCode.AE
+    assert failed.errors[0].code == 207
+    # the failed message is stored once, as an error, with its raw bytes ...
+    statuses = sorted((r.source, r.status) for r in rows)
+    assert statuses == [("a", "accepted"), ("b", "error")]
+    assert next(r for r in rows if r.source == "b").raw == raw
+    # ... and nothing it half-wrote remains; the other message in the batch is intact
+    assert {o.patient_key for o in outputs} == {ok.reading.patients[0].identifier.key}
+    assert [row[0] for row in seqs] == [ok.message_id]  # only the first message's results
+
+
+def test_store_commits_survive_reopen(tmp_path: Path, engine: Engine) -> None:
+    path = tmp_path / "s.sqlite"
+    store = SqliteStore(path)
+    _ingest(store, engine, load("crp_inr.hl7"))
+    store.close()
+    reopened = SqliteStore(path)
+    kinds = sorted(o.kind for o in reopened.outputs())
+    messages = reopened.list_messages()
+    reopened.close()
+    assert kinds == ["DetectedIssue", "DetectedIssue", "Flag", "Flag"]
+    assert len(messages) == 1
+    mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_store_session_rolls_back_everything_on_exception(tmp_path: Path, engine: Engine) -> None:
+    store = SqliteStore(tmp_path / "s.sqlite")
+
+    def crash_before_commit() -> None:
+        with store.session() as s:
+            ingest(s, engine, load("crp_inr.hl7"), source="x", received_at=FIXED_NOW)
+            raise RuntimeError("crash before commit")
+
+    with pytest.raises(RuntimeError):
+        crash_before_commit()
+    assert store.list_messages() == []
+    assert store.outputs() == []
+    store.close()
+
+
+def test_store_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    SqliteStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION + 1,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        SqliteStore(path)
+
+
+def test_store_explanation_records_are_json_in_order(tmp_path: Path, engine: Engine) -> None:
+    store = SqliteStore(tmp_path / "s.sqlite")
+    item = _ingest(store, engine, load("cbc_high_wbc.hl7"))
+    records = [json.loads(r) for r in store.explanation(item.message_id)]  # type: ignore[attr-defined]
+    store.close()
+    kinds = [r["kind"] for r in records]
+    assert kinds[0] == "result"
+    assert kinds[-2:] == ["output", "output"]
+    assert "flag" in kinds
