@@ -24,7 +24,7 @@ __all__ = ["message_report", "render_message"]
 def message_report(store: Store, message: MessageRow) -> dict[str, Any]:
     """A JSON-able report of one stored message: header, disposition, every result's
     chain (code -> analyte -> value -> rule verdicts), Flag changes and outputs."""
-    records = [json.loads(r) for r in store.explanation(message.id)]
+    records = store.explanation(message.id)
     outputs = [
         {
             "resourceType": o.kind,

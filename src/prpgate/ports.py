@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from prpgate.core.pipeline import Outcome
 from prpgate.core.state import PatientState
@@ -182,8 +182,8 @@ class Store(Protocol):
         """One message with its raw bytes."""
         ...
 
-    def explanation(self, message_id: int) -> list[str]:
-        """The explanation records (JSON text) of a message, in order."""
+    def explanation(self, message_id: int) -> list[dict[str, Any]]:
+        """The explanation records of a message, in order."""
         ...
 
     def outputs(

@@ -39,8 +39,7 @@ def replay_one(name: str, tmp_path: Path) -> SqliteStore:
 def results(store: SqliteStore) -> list[dict[str, object]]:
     out = []
     for row in reversed(store.list_messages()):
-        for text in store.explanation(row.id):
-            rec = json.loads(text)
+        for rec in store.explanation(row.id):
             if rec["kind"] == "result":
                 out.append(rec)
     return out

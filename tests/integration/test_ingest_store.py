@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from prpgate.config import Settings
 from prpgate.core.model import LabResult, Normalised, Unmapped
-from prpgate.core.pipeline import AckCode, Disposition, Engine, Normaliser
+from prpgate.core.pipeline import AckCode, Disposition, Engine, Normaliser, read
 from prpgate.engine import build_engine
 from prpgate.errors import StoreError
 from prpgate.ingest import ingest
@@ -153,9 +152,22 @@ def test_store_refuses_a_newer_schema(tmp_path: Path) -> None:
 def test_store_explanation_records_are_json_in_order(tmp_path: Path, engine: Engine) -> None:
     store = SqliteStore(tmp_path / "s.sqlite")
     item = _ingest(store, engine, load("cbc_high_wbc.hl7"))
-    records = [json.loads(r) for r in store.explanation(item.message_id)]  # type: ignore[attr-defined]
+    records = store.explanation(item.message_id)  # type: ignore[attr-defined]
     store.close()
     kinds = [r["kind"] for r in records]
     assert kinds[0] == "result"
     assert kinds[-2:] == ["output", "output"]
     assert "flag" in kinds
+
+
+def test_read_rejects_a_10_mb_message_saying_size_and_limit(engine: Engine) -> None:
+    head = load("cbc_normal.hl7")
+    obx = b"OBX|99|TX|48767-8^Annotation^LN|1|" + b"x" * 1000 + b"||||||F\r"
+    huge = head + obx * (10 * 1024)
+    assert len(huge) > 10 * 1024 * 1024
+    reading = read(huge, engine)
+    assert reading.disposition is Disposition.REJECTED
+    assert reading.ack is AckCode.AR
+    (error,) = reading.errors
+    assert error.code == 207
+    assert str(engine.max_message_bytes) in error.reason

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from prpgate.core.model import Comparator, ResultStatus
 from prpgate.core.pipeline import Outcome
@@ -98,10 +99,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, id);
 CREATE INDEX IF NOT EXISTS outbox_message ON outbox (message_id);
 CREATE TABLE IF NOT EXISTS explanations (
-    message_id INTEGER NOT NULL REFERENCES messages(id),
-    position INTEGER NOT NULL,
-    record TEXT NOT NULL,
-    PRIMARY KEY (message_id, position)
+    message_id INTEGER PRIMARY KEY REFERENCES messages(id),
+    records TEXT NOT NULL
 );
 """
 
@@ -175,26 +174,14 @@ class SqliteSession:
         """The patient's stored state restricted to what a message can change."""
         analytes = list(analytes)
         result_keys = list(result_keys)
-        rows: dict[str, tuple[object, ...]] = {}
-        cols = (
-            "SELECT result_key, patient_key, analyte, value, comparator, effective,"
-            " effective_sort, seq, status, source FROM results "
-        )
-        if analytes:
-            marks = ",".join("?" * len(analytes))
-            for r in self._db.execute(
-                cols + f"WHERE patient_key=? AND analyte IN ({marks})",
-                (patient_key, *analytes),
-            ):
-                rows[r[0]] = r
-        if result_keys:
-            marks = ",".join("?" * len(result_keys))
-            for r in self._db.execute(
-                cols + f"WHERE result_key IN ({marks})",
-                result_keys,
-            ):
-                if r[1] == patient_key:
-                    rows[r[0]] = r
+        a_marks = ",".join("?" * len(analytes)) or "NULL"
+        k_marks = ",".join("?" * len(result_keys)) or "NULL"
+        rows = self._db.execute(
+            "SELECT result_key, patient_key, analyte, value, comparator, effective,"  # noqa: S608 - only ? placeholders are interpolated
+            " effective_sort, seq, status, source FROM results WHERE patient_key=?"
+            f" AND (analyte IN ({a_marks}) OR result_key IN ({k_marks}))",
+            (patient_key, *analytes, *result_keys),
+        ).fetchall()
         results = tuple(
             StoredResult(
                 key=str(r[0]),
@@ -208,23 +195,14 @@ class SqliteSession:
                 status=ResultStatus(r[8]),
                 source=str(r[9]),
             )
-            for r in rows.values()
+            for r in rows
         )
-        out_rows: dict[str, tuple[object, ...]] = {}
-        ocols = (
-            "SELECT identifier, kind, patient_key, rule, result_key, status, resource,"
-            " version FROM outputs "
-        )
-        for r in self._db.execute(ocols + "WHERE patient_key=? AND kind='Flag'", (patient_key,)):
-            out_rows[str(r[0])] = r
-        if result_keys:
-            marks = ",".join("?" * len(result_keys))
-            for r in self._db.execute(
-                ocols + f"WHERE result_key IN ({marks}) AND kind='DetectedIssue'",
-                result_keys,
-            ):
-                if r[2] == patient_key:
-                    out_rows[r[0]] = r
+        out_rows = self._db.execute(
+            "SELECT identifier, kind, patient_key, rule, result_key, status, resource, version"  # noqa: S608 - only ? placeholders are interpolated
+            " FROM outputs WHERE patient_key=?"
+            f" AND (kind='Flag' OR result_key IN ({k_marks}))",
+            (patient_key, *result_keys),
+        ).fetchall()
         outputs = tuple(
             StoredOutput(
                 identifier=str(r[0]),
@@ -236,7 +214,7 @@ class SqliteSession:
                 resource=str(r[6]),
                 version=int(str(r[7])),
             )
-            for r in out_rows.values()
+            for r in out_rows
         )
         return PatientState(patient_key, results, outputs)
 
@@ -270,37 +248,44 @@ class SqliteSession:
             )
             if d.removed:
                 db.executemany("DELETE FROM results WHERE result_key=?", [(k,) for k in d.removed])
-        for e in outcome.emitted:
-            db.execute(
+        if outcome.emitted:
+            db.executemany(
                 "INSERT INTO outputs (identifier, kind, patient_key, rule, result_key, status,"
                 " version, message_id, resource) VALUES (?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(identifier) DO UPDATE SET status=excluded.status,"
                 " result_key=excluded.result_key, version=excluded.version,"
                 " message_id=excluded.message_id, resource=excluded.resource",
-                (
-                    e.identifier,
-                    e.kind.value,
-                    e.patient_key,
-                    e.rule,
-                    e.result_key,
-                    e.status,
-                    e.version,
-                    message_id,
-                    e.resource,
-                ),
+                [
+                    (
+                        e.identifier,
+                        e.kind.value,
+                        e.patient_key,
+                        e.rule,
+                        e.result_key,
+                        e.status,
+                        e.version,
+                        message_id,
+                        e.resource,
+                    )
+                    for e in outcome.emitted
+                ],
             )
-            db.execute(
+            db.executemany(
                 "INSERT INTO outbox (identifier, kind, patient_key, version, message_id,"
                 " resource) VALUES (?,?,?,?,?,?)",
-                (e.identifier, e.kind.value, e.patient_key, e.version, message_id, e.resource),
+                [
+                    (e.identifier, e.kind.value, e.patient_key, e.version, message_id, e.resource)
+                    for e in outcome.emitted
+                ],
             )
-        db.executemany(
-            "INSERT INTO explanations (message_id, position, record) VALUES (?,?,?)",
-            [
-                (message_id, i, json.dumps(rec, ensure_ascii=False, separators=(",", ":")))
-                for i, rec in enumerate(outcome.explanation)
-            ],
-        )
+        if outcome.explanation:
+            db.execute(
+                "INSERT INTO explanations (message_id, records) VALUES (?,?)",
+                (
+                    message_id,
+                    json.dumps(outcome.explanation, ensure_ascii=False, separators=(",", ":")),
+                ),
+            )
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -437,15 +422,13 @@ class SqliteStore:
         ).fetchone()
         return self._message(r) if r else None
 
-    def explanation(self, message_id: int) -> list[str]:
-        """The explanation records (JSON text) of a message, in order."""
-        return [
-            str(r[0])
-            for r in self._db.execute(
-                "SELECT record FROM explanations WHERE message_id=? ORDER BY position",
-                (message_id,),
-            )
-        ]
+    def explanation(self, message_id: int) -> list[dict[str, Any]]:
+        """The explanation records of a message, in order (empty when it decided nothing)."""
+        row = self._db.execute(
+            "SELECT records FROM explanations WHERE message_id=?", (message_id,)
+        ).fetchone()
+        records: list[dict[str, Any]] = json.loads(row[0]) if row else []
+        return records
 
     def outputs(
         self, *, patient_key: str | None = None, message_id: int | None = None
