@@ -190,7 +190,8 @@ def main() -> int:
         f"outputs {mix['outputs']:,}  (target 100k < 60 s)"
     )
     print(
-        f"  prpgate replay, {worst_n:,} msgs, all abnormal (worst case)   {worst['seconds']:8.2f} s "
+        f"  prpgate replay, {worst_n:,} msgs, all abnormal (worst case)   "
+        f"{worst['seconds']:8.2f} s "
         f"{figures['worst_msgs_per_s']:8,.0f} msgs/s  outputs {worst['outputs']:,}"
     )
     print(
