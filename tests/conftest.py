@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from prpgate.config import Settings
+from prpgate.core.pipeline import Engine
+from prpgate.engine import build_engine
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 MAPPINGS = ROOT / "mappings"
@@ -49,3 +53,16 @@ def corpus_paths(sub: str, *patterns: str) -> list[Path]:
     for pattern in patterns or ("*",):
         found.update(p for p in base.glob(pattern) if p.is_file())
     return sorted(found)
+
+
+class FixedClock:
+    """The Clock port, stopped at FIXED_NOW."""
+
+    def now(self) -> datetime:
+        return FIXED_NOW
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    """The pipeline engine on the shipped mappings (built once: the UCUM registry is slow)."""
+    return build_engine(Settings(mappings=MAPPINGS))

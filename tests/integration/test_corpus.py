@@ -12,27 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from prpgate.config import Settings
 from prpgate.core.pipeline import Engine
-from prpgate.engine import build_engine
 from prpgate.replay import replay
 from prpgate.store.sqlite import SqliteStore
-from tests.conftest import FIXED_NOW, MAPPINGS, corpus_file
-
-_ENGINE: list[Engine] = []
+from tests.conftest import FixedClock, corpus_file
 
 
-class FixedClock:
-    def now(self):  # type: ignore[no-untyped-def]
-        return FIXED_NOW
-
-
-def replay_one(name: str, tmp_path: Path) -> SqliteStore:
+def replay_one(engine: Engine, name: str, tmp_path: Path) -> SqliteStore:
     path = corpus_file("hl7v2", name)
-    if not _ENGINE:
-        _ENGINE.append(build_engine(Settings(mappings=MAPPINGS)))
     store = SqliteStore(tmp_path / "corpus.sqlite")
-    replay(store, _ENGINE[0], [path], clock=FixedClock())
+    replay(store, engine, [path], clock=FixedClock())
     return store
 
 
@@ -50,8 +39,10 @@ def by_code(store: SqliteStore, code: str) -> dict[str, object]:
     return hit
 
 
-def test_corpus_lri_cbc_wbc_105600_cells_is_leukocytosis_high(tmp_path: Path) -> None:
-    store = replay_one("fhir-converter__LRI_2.0-NG_CBC_Typ_Message.hl7", tmp_path)
+def test_corpus_lri_cbc_wbc_105600_cells_is_leukocytosis_high(
+    engine: Engine, tmp_path: Path
+) -> None:
+    store = replay_one(engine, "fhir-converter__LRI_2.0-NG_CBC_Typ_Message.hl7", tmp_path)
     try:
         wbc = by_code(store, "26464-8")
         hb = by_code(store, "718-7")
@@ -85,9 +76,9 @@ def test_corpus_lri_cbc_wbc_105600_cells_is_leukocytosis_high(tmp_path: Path) ->
     ],
 )
 def test_corpus_lab_oru_wbc_under_morphology_code_is_not_guessed(
-    name: str, wbc_value: str, tmp_path: Path
+    engine: Engine, name: str, wbc_value: str, tmp_path: Path
 ) -> None:
-    store = replay_one(name, tmp_path)
+    store = replay_one(engine, name, tmp_path)
     try:
         wbc = by_code(store, "11156-7")
         outputs = store.outputs()
@@ -101,8 +92,8 @@ def test_corpus_lab_oru_wbc_under_morphology_code_is_not_guessed(
     assert row.status == "accepted"
 
 
-def test_corpus_mirth_large_v22_panel_is_normal(tmp_path: Path) -> None:
-    store = replay_one("mirth-connect__large.hl7", tmp_path)
+def test_corpus_mirth_large_v22_panel_is_normal(engine: Engine, tmp_path: Path) -> None:
+    store = replay_one(engine, "mirth-connect__large.hl7", tmp_path)
     try:
         wbc = by_code(store, "WBC")
         crp = by_code(store, "CRP")
@@ -117,8 +108,8 @@ def test_corpus_mirth_large_v22_panel_is_normal(tmp_path: Path) -> None:
     assert outputs == []
 
 
-def test_corpus_mirth_nested_wbc_per_nanolitre_is_normal(tmp_path: Path) -> None:
-    store = replay_one("mirth-connect__nonbatch_nested_08.hl7", tmp_path)
+def test_corpus_mirth_nested_wbc_per_nanolitre_is_normal(engine: Engine, tmp_path: Path) -> None:
+    store = replay_one(engine, "mirth-connect__nonbatch_nested_08.hl7", tmp_path)
     try:
         wbc = by_code(store, "wbc")
         plt = by_code(store, "plt")
@@ -130,8 +121,8 @@ def test_corpus_mirth_nested_wbc_per_nanolitre_is_normal(tmp_path: Path) -> None
     assert outputs == []
 
 
-def test_corpus_mirth_batch_rejects_adt_and_evaluates_oru(tmp_path: Path) -> None:
-    store = replay_one("mirth-connect__batch03.hl7", tmp_path)
+def test_corpus_mirth_batch_rejects_adt_and_evaluates_oru(engine: Engine, tmp_path: Path) -> None:
+    store = replay_one(engine, "mirth-connect__batch03.hl7", tmp_path)
     try:
         rows = list(reversed(store.list_messages()))
         wbc = by_code(store, "wbc")
@@ -155,9 +146,9 @@ def test_corpus_mirth_batch_rejects_adt_and_evaluates_oru(tmp_path: Path) -> Non
     ],
 )
 def test_corpus_obx_without_identifier_is_answered_ae(
-    name: str, location: str, tmp_path: Path
+    engine: Engine, name: str, location: str, tmp_path: Path
 ) -> None:
-    store = replay_one(name, tmp_path)
+    store = replay_one(engine, name, tmp_path)
     try:
         (row,) = store.list_messages()
     finally:
@@ -168,8 +159,10 @@ def test_corpus_obx_without_identifier_is_answered_ae(
     assert row.raw  # kept for inspection
 
 
-def test_corpus_realm_bad_batch_blanked_obx3_gets_ae_for_both_messages(tmp_path: Path) -> None:
-    store = replay_one("ruby-hl7__realm-bad-batch.hl7", tmp_path)
+def test_corpus_realm_bad_batch_blanked_obx3_gets_ae_for_both_messages(
+    engine: Engine, tmp_path: Path
+) -> None:
+    store = replay_one(engine, "ruby-hl7__realm-bad-batch.hl7", tmp_path)
     try:
         rows = store.list_messages()
     finally:

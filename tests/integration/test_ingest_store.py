@@ -8,16 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from prpgate.config import Settings
 from prpgate.core.model import LabResult, Normalised, Unmapped
 from prpgate.core.pipeline import AckCode, Disposition, Engine, Normaliser, read
-from prpgate.engine import build_engine
 from prpgate.errors import StoreError
 from prpgate.ingest import ingest
 from prpgate.store.sqlite import SCHEMA_VERSION, SqliteStore
-from tests.conftest import FIXED_NOW, MAPPINGS, load
-
-_ENGINE: list[Engine] = []
+from tests.conftest import FIXED_NOW, load
 
 
 class BadTimeMapper:
@@ -33,13 +29,6 @@ class BadTimeMapper:
             bad = dataclasses.replace(out.result, effective="yesterday noon")
             return dataclasses.replace(out, result=bad)
         return out
-
-
-@pytest.fixture
-def engine() -> Engine:
-    if not _ENGINE:
-        _ENGINE.append(build_engine(Settings(mappings=MAPPINGS)))
-    return _ENGINE[0]
 
 
 def _ingest(store: SqliteStore, engine: Engine, raw: bytes, source: str = "t") -> object:

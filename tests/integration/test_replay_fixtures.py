@@ -13,27 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from prpgate.config import Settings
 from prpgate.core.pipeline import Engine
-from prpgate.engine import build_engine
 from prpgate.replay import ReplayStats, replay
 from prpgate.store.sqlite import SqliteStore
-from tests.conftest import FIXED_NOW, FIXTURES, MAPPINGS
+from tests.conftest import FIXTURES, FixedClock
 
 
-class FixedClock:
-    def now(self):  # type: ignore[no-untyped-def]
-        return FIXED_NOW
-
-
-_ENGINE: list[Engine] = []
-
-
-def run(paths: list[Path], db: Path) -> tuple[ReplayStats, SqliteStore]:
-    if not _ENGINE:  # one engine for the module: building the UCUM registry takes ~0.6 s
-        _ENGINE.append(build_engine(Settings(mappings=MAPPINGS, store=db)))
+def run(engine: Engine, paths: list[Path], db: Path) -> tuple[ReplayStats, SqliteStore]:
     store = SqliteStore(db)
-    stats = replay(store, _ENGINE[0], paths, clock=FixedClock(), batch=7)
+    stats = replay(store, engine, paths, clock=FixedClock(), batch=7)
     return stats, store
 
 
@@ -114,8 +102,8 @@ def test_fixture_expectations_cover_every_fixture_file() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_replay_fixture_ends_in_manifest_state(name: str, tmp_path: Path) -> None:
-    stats, store = run([FIXTURES / name], tmp_path / "store.sqlite")
+def test_replay_fixture_ends_in_manifest_state(engine: Engine, name: str, tmp_path: Path) -> None:
+    stats, store = run(engine, [FIXTURES / name], tmp_path / "store.sqlite")
     try:
         assert end_state(store) == sorted(EXPECTED[name])
         assert stats.messages == MESSAGES.get(name, 1)
@@ -124,8 +112,8 @@ def test_replay_fixture_ends_in_manifest_state(name: str, tmp_path: Path) -> Non
         store.close()
 
 
-def test_replay_unmapped_fixture_records_each_reason(tmp_path: Path) -> None:
-    stats, store = run([FIXTURES / "unmapped.hl7"], tmp_path / "s.sqlite")
+def test_replay_unmapped_fixture_records_each_reason(engine: Engine, tmp_path: Path) -> None:
+    stats, store = run(engine, [FIXTURES / "unmapped.hl7"], tmp_path / "s.sqlite")
     store.close()
     assert stats.unmapped == Counter(
         {"unmapped-code": 1, "unknown-unit": 1, "unconvertible-unit": 1, "implausible": 1}
@@ -133,16 +121,16 @@ def test_replay_unmapped_fixture_records_each_reason(tmp_path: Path) -> None:
     assert not stats.clean
 
 
-def test_replay_clean_fixtures_map_everything(tmp_path: Path) -> None:
+def test_replay_clean_fixtures_map_everything(engine: Engine, tmp_path: Path) -> None:
     clean = [FIXTURES / n for n in sorted(EXPECTED) if n != "unmapped.hl7"]
-    stats, store = run(clean, tmp_path / "s.sqlite")
+    stats, store = run(engine, clean, tmp_path / "s.sqlite")
     store.close()
     assert dict(stats.unmapped) == {}
     assert stats.clean
 
 
-def test_replay_whole_directory_totals_match_manifest(tmp_path: Path) -> None:
-    stats, store = run([FIXTURES], tmp_path / "s.sqlite")
+def test_replay_whole_directory_totals_match_manifest(engine: Engine, tmp_path: Path) -> None:
+    stats, store = run(engine, [FIXTURES], tmp_path / "s.sqlite")
     try:
         kinds = Counter((o.kind, o.status) for o in store.outputs())
     finally:
@@ -175,9 +163,11 @@ BAD = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
-def test_replay_bad_input_gets_disposition_and_keeps_raw(name: str, tmp_path: Path) -> None:
+def test_replay_bad_input_gets_disposition_and_keeps_raw(
+    engine: Engine, name: str, tmp_path: Path
+) -> None:
     path = FIXTURES / "bad" / name
-    stats, store = run([path], tmp_path / "s.sqlite")
+    stats, store = run(engine, [path], tmp_path / "s.sqlite")
     try:
         rows = store.list_messages()
         outputs = store.outputs()
@@ -198,13 +188,15 @@ def test_replay_bad_input_gets_disposition_and_keeps_raw(name: str, tmp_path: Pa
     assert not stats.clean
 
 
-def test_replay_twice_gives_identical_resources_and_no_new_outputs(tmp_path: Path) -> None:
+def test_replay_twice_gives_identical_resources_and_no_new_outputs(
+    engine: Engine, tmp_path: Path
+) -> None:
     db = tmp_path / "s.sqlite"
-    stats1, store = run([FIXTURES], db)
+    stats1, store = run(engine, [FIXTURES], db)
     first = {o.identifier: o.resource for o in store.outputs()}
     outbox1 = len(store.outbox(limit=10_000))
     store.close()
-    stats2, store = run([FIXTURES], db)
+    stats2, store = run(engine, [FIXTURES], db)
     second = {o.identifier: o.resource for o in store.outputs()}
     outbox2 = len(store.outbox(limit=10_000))
     store.close()
@@ -217,14 +209,14 @@ def test_replay_twice_gives_identical_resources_and_no_new_outputs(tmp_path: Pat
     assert stats2.dispositions["rejected"] == unmatched
 
 
-def test_replay_in_two_runs_ends_where_one_run_does(tmp_path: Path) -> None:
+def test_replay_in_two_runs_ends_where_one_run_does(engine: Engine, tmp_path: Path) -> None:
     files = [FIXTURES / "correction.hl7", FIXTURES / "clearance.hl7"]
-    _, one = run(files, tmp_path / "one.sqlite")
+    _, one = run(engine, files, tmp_path / "one.sqlite")
     together = {o.identifier: o.resource for o in one.outputs()}
     one.close()
     db = tmp_path / "two.sqlite"
     for f in files:
-        _, part = run([f], db)
+        _, part = run(engine, [f], db)
         part.close()
     two = SqliteStore(db)
     apart = {o.identifier: o.resource for o in two.outputs()}
