@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import structlog
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -115,7 +116,7 @@ def replay_cmd(
         nonlocal seen
         for source, item in batch:
             seen += 1
-            log.info(
+            log.debug(
                 "message",
                 source=source,
                 control_id=item.reading.header.control_id if item.reading.header else "",
@@ -184,6 +185,7 @@ def _print_summary(
             "status",
             "event",
             title="what was decided",
+            box=box.SIMPLE_HEAD,
         )
         for row in decisions:
             style = "red" if row[4] in ("active", "final") else "green"

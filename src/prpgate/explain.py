@@ -75,8 +75,8 @@ def render_message(report: dict[str, Any]) -> RenderableType:
     head.add_row(
         "message", f"#{m['id']} control id {m['control_id']} ({m['type']} v{m['version']})"
     )
-    head.add_row("from", f"{m['sending_application']} / {m['sending_facility']}")
-    head.add_row("source", m["source"])
+    head.add_row("from", Text(f"{m['sending_application']} / {m['sending_facility']}"))
+    head.add_row("source", Text(m["source"]))
     status_style = "green" if m["status"] in ("accepted", "duplicate") else "red"
     head.add_row("status", Text(f"{m['status']} (ACK {m['ack']})", style=status_style))
     if m["duplicate_of"]:
@@ -92,29 +92,35 @@ def render_message(report: dict[str, Any]) -> RenderableType:
     tree = Tree("results")
     for r in report["results"]:
         label = f"{r['source']} {' | '.join(r['code'])} = {r['sent']} {r['sent_unit']}".rstrip()
-        branch = tree.add(f"{label}  [{r['status']}]")
+        branch = tree.add(Text(f"{label}  [{r['status']}]"))
         if r.get("unmapped"):
             branch.add(Text(f"unmapped ({r['unmapped']}): {r['detail']}", style="yellow"))
             continue
         cmp = r.get("comparator") or ""
         branch.add(
-            f"{r['analyte']}: {cmp}{r['value']} {r['unit']} (unit {r['sent_unit'] or '—'}"
-            f" → UCUM {r['ucum'] or '1'}, factor {r['factor']})"
+            Text(
+                f"{r['analyte']}: {cmp}{r['value']} {r['unit']} (unit {r['sent_unit'] or '—'}"
+                f" → UCUM {r['ucum'] or '1'}, factor {r['factor']})"
+            )
         )
         flags = "~".join(r["abnormal_flags"]) or "—"
         lab = f"lab range {r['reference_range'] or '—'}, flags {flags}"
-        branch.add(lab)
+        branch.add(Text(lab))
         if r.get("note"):
             branch.add(Text(r["note"], style="dim"))
+        if r.get("lab_disagrees"):
+            branch.add(Text(r["lab_disagrees"], style="yellow"))
         for j in r.get("judgements", []):
             branch.add(_verdict(j))
     parts: list[RenderableType] = [head, tree]
     if report["flags"] or report["retractions"]:
         ft = Tree("state changes")
         for f in report["flags"]:
-            ft.add(f"Flag {f['rule']} → {f['status']} (since {f['since'] or '—'}): {f['reason']}")
+            ft.add(
+                Text(f"Flag {f['rule']} → {f['status']} (since {f['since'] or '—'}): {f['reason']}")
+            )
         for rt in report["retractions"]:
-            ft.add(f"DetectedIssue {rt['rule']} → entered-in-error: {rt['reason']}")
+            ft.add(Text(f"DetectedIssue {rt['rule']} → entered-in-error: {rt['reason']}"))
         parts.append(ft)
     if report["outputs_changed"]:
         table = Table("resource", "rule", "status", "event", "identifier", title="outputs")

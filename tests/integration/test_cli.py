@@ -123,6 +123,8 @@ def test_cli_explain_shows_chain_from_field_to_decision(tmp_path: Path) -> None:
     assert "23.4" in out
     assert "leukocytosis: FINDING high" in out
     assert "Flag leukocytosis → active" in out
+    # Hb 13.2 g/dL is flagged L by the lab (range 13.5-17.5) but no anaemia rule fires
+    assert "the lab flags it abnormal but the rule pack does not find it" in out
     as_json = json.loads(run("explain", "--store", store, "--json", "PRPFX0002").stdout)
     (message,) = as_json["messages"]
     wbc = next(r for r in message["results"] if r.get("analyte") == "wbc")

@@ -138,9 +138,8 @@ class Reading:
         """Which patients, analytes and result identities evaluation will look at."""
         analytes: dict[str, set[str]] = {}
         keys: dict[str, set[str]] = {}
-        for r in self.results:
-            if self.disposition is not Disposition.ACCEPTED:
-                break
+        accepted = self.disposition is Disposition.ACCEPTED
+        for r in self.results if accepted else ():
             pk = r.result.patient.identifier.key
             analyte = r.analyte
             if analyte:
@@ -416,20 +415,24 @@ def _issue_detail(change: IssueChange, control: str) -> str:
 _ABNORMAL = {"H", "HH", "L", "LL", "A", "AA", ">", "<", "HU", "LU", "POS", "W"}
 
 
+def _lab_disagreement(r: LabResult, met: bool | None) -> str:
+    """Where the lab's abnormal flag (OBX-8) and the rule pack disagree, say so."""
+    if not r.abnormal_flags or met is None:
+        return ""
+    abnormal = any(f.upper() in _ABNORMAL for f in r.abnormal_flags)
+    if met and not abnormal:
+        return "the lab flags it normal but the rule pack finds it"
+    if not met and abnormal:
+        return "the lab flags it abnormal but the rule pack does not find it"
+    return ""
+
+
 def _lab_opinion(r: LabResult, met: bool | None) -> str:
     lab_range = f"lab range {r.reference_range}" if r.reference_range else "no lab range"
     flags = "~".join(r.abnormal_flags)
     lab_flag = f"flag {flags}" if flags else "no abnormal flag"
-    abnormal = any(f.upper() in _ABNORMAL for f in r.abnormal_flags)
-    if not r.abnormal_flags:
-        agree = ""
-    elif met and not abnormal:
-        agree = "; the lab flags it normal but the rule pack finds it"
-    elif met is False and abnormal:
-        agree = "; the lab flags it abnormal but the rule pack does not find it"
-    else:
-        agree = ""
-    return f"Lab: {lab_range}, {lab_flag}{agree}."
+    disagreement = _lab_disagreement(r, met)
+    return f"Lab: {lab_range}, {lab_flag}{'; ' + disagreement if disagreement else ''}."
 
 
 def _explain_results(
@@ -474,6 +477,12 @@ def _explain_results(
             )
             if not r.status.is_deciding:
                 record["note"] = f"status {r.status.value}: stored, decides nothing"
+            elif record["judgements"]:
+                verdicts = [j["met"] for j in record["judgements"]]
+                met = True if True in verdicts else (None if None in verdicts else False)
+                disagreement = _lab_disagreement(r, met)
+                if disagreement:
+                    record["lab_disagrees"] = disagreement
         else:
             record.update(
                 analyte=item.analyte or None, unmapped=item.reason.value, detail=item.detail
