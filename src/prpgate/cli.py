@@ -275,3 +275,8 @@ def explain_cmd(
         for o in extra["outputs"]:
             t.add_row(o["resourceType"], o["rule"], o["status"], str(o["version"]), o["identifier"])
         out.print(t)
+
+
+from prpgate.cli_validate import register as _register_validate  # noqa: E402
+
+_register_validate(app)

@@ -1,0 +1,1 @@
+"""``prpgate validate``: checks over sample feeds, their report, expectations, coverage."""
