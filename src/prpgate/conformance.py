@@ -196,6 +196,20 @@ def _walk_segments(element: Any) -> Iterator[str]:
             yield from _walk_segments(child)
 
 
+def _structure_refused(msh9: str, ctx: _Context, exc: BaseException) -> Finding:
+    """Why hl7apy could not build the message's structure, said in HL7 terms."""
+    parts = msh9.split(ctx.delimiters.component)
+    structure = parts[2] if len(parts) > 2 and parts[2] else "_".join(parts[:2])
+    if type(exc).__name__ == "OperationNotAllowed":  # no Message definition to build
+        if len(parts) < 2 or not parts[1]:
+            reason = f"MSH-9 {msh9!r} has no trigger event: hl7apy cannot tell the structure"
+        else:
+            reason = f"HL7 v{ctx.version} has no message structure {structure} (MSH-9 {msh9!r})"
+        return Finding("MSH-9", reason, code="hl7apy-structure")
+    reason = f"message structure {structure}: {_describe(exc)}"
+    return Finding("message", reason, code="hl7apy-structure")
+
+
 def _structure_findings(segments: list[er7.Segment], ctx: _Context) -> list[Finding]:
     msh = segments[0]
     fs = ctx.delimiters.field
@@ -204,7 +218,7 @@ def _structure_findings(segments: list[er7.Segment], ctx: _Context) -> list[Find
     try:
         hmsg = parse_message("\r".join(lines), validation_level=_STRICT, find_groups=True)
     except Exception as exc:  # hl7apy cannot build the structure
-        return [Finding("message", f"message structure: {_describe(exc)}", code="hl7apy-structure")]
+        return [_structure_refused(msh.field(9), ctx, exc)]
     out: list[Finding] = []
     for level, text in ctx.reporter.lines(hmsg):
         child = _CHILD.match(text)
