@@ -280,3 +280,7 @@ def explain_cmd(
 from prpgate.cli_validate import register as _register_validate  # noqa: E402
 
 _register_validate(app)
+
+from prpgate.cli_serve import register as _register_serve  # noqa: E402
+
+_register_serve(app)

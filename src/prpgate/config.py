@@ -45,6 +45,59 @@ class Settings(BaseSettings):
         default=False,
         description="Allow patient names, birth dates and MRNs in logs (off by default).",
     )
+    # --- prpgate serve -------------------------------------------------------
+    mllp_host: str = Field(default="127.0.0.1", description="MLLP listener address.")
+    mllp_port: int = Field(
+        default=2575, ge=0, le=65535, description="MLLP listener port (0: any free port)."
+    )
+    mllp_idle_timeout: float = Field(
+        default=900.0, gt=0, description="Close an MLLP connection idle this many seconds."
+    )
+    mllp_in_flight: int = Field(
+        default=32,
+        gt=0,
+        description="Messages per connection read but not yet acknowledged; at the limit "
+        "the listener stops reading (backpressure).",
+    )
+    mllp_max_connections: int = Field(
+        default=200, gt=0, description="Open MLLP connections at most; more are refused."
+    )
+    mllp_keepalive_idle: int = Field(
+        default=60, gt=0, description="TCP keep-alive: seconds idle before the first probe."
+    )
+    mllp_write_timeout: float = Field(
+        default=30.0, gt=0, description="Give up on a peer that takes longer to take an ACK."
+    )
+    mllp_enhanced_acks: bool = Field(
+        default=True,
+        description="Honour MSH-15/MSH-16 (enhanced mode: CA/CE/CR, then AA/AE/AR); "
+        "false answers every message in original mode.",
+    )
+    mllp_tls_cert: Path | None = Field(
+        default=None, description="TLS: server certificate chain (PEM); enables TLS."
+    )
+    mllp_tls_key: Path | None = Field(default=None, description="TLS: server private key (PEM).")
+    mllp_tls_client_ca: Path | None = Field(
+        default=None,
+        description="Mutual TLS: CA bundle (PEM) that client certificates must chain to; "
+        "when set, a client certificate is required.",
+    )
+    http_enabled: bool = Field(default=True, description="Serve /healthz, /readyz, /metrics.")
+    http_host: str = Field(default="127.0.0.1", description="Health and metrics HTTP address.")
+    http_port: int = Field(
+        default=8080, ge=0, le=65535, description="Health and metrics HTTP port (0: any)."
+    )
+    commit_batch: int = Field(
+        default=256,
+        gt=0,
+        description="Messages at most in one group commit (messages arriving together on "
+        "any connection share one transaction and one fsync).",
+    )
+    shutdown_grace: float = Field(
+        default=10.0,
+        ge=0,
+        description="On SIGTERM, seconds to finish and acknowledge messages in flight.",
+    )
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

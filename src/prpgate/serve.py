@@ -1,0 +1,503 @@
+"""``prpgate serve``: the long-running process.
+
+One store writer owns the store: every commit, and every other use of the store
+connection, runs on its single worker thread. Messages that arrive together, on
+any connection, share one transaction and one fsync (group commit): while one
+batch commits, the next gathers, so latency stays one fsync at low load and
+throughput grows with load. A message's future resolves only after its batch has
+committed durably; the listener acknowledges only then.
+
+Beside the MLLP listener, a small asyncio HTTP server answers ``GET /healthz``
+(process up), ``GET /readyz`` (store reachable, listener bound) and ``GET /metrics``
+(Prometheus text format). SIGTERM or SIGINT: stop accepting, answer what is in
+flight, close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import structlog
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from prpgate.config import Settings
+from prpgate.core.pipeline import Disposition, Engine
+from prpgate.engine import build_engine
+from prpgate.errors import ConfigError, StoreError
+from prpgate.ingest import Ingested, ingest
+from prpgate.listeners.mllp import MllpConfig, MllpListener
+from prpgate.ports import Clock, MessageRecord, Store, StoreSession
+from prpgate.store.sqlite import SqliteStore
+
+__all__ = [
+    "HealthServer",
+    "ServeMetrics",
+    "StoreWriter",
+    "SystemClock",
+    "serve",
+    "tls_context",
+]
+
+_log = structlog.get_logger("prpgate.serve")
+T = TypeVar("T")
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class SystemClock:
+    """The Clock port on the system clock (UTC)."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        return datetime.now(UTC)
+
+
+class ServeMetrics:
+    """Prometheus metrics of one serve process (its own registry); ListenerEvents too."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.received = Counter(
+            "prpgate_mllp_frames_received", "Complete MLLP frames received.", registry=r
+        )
+        self.messages = Counter(
+            "prpgate_messages",
+            "Messages committed, by message type and disposition.",
+            ["type", "disposition"],
+            registry=r,
+        )
+        self.acks = Counter("prpgate_acks", "Acknowledgments sent, by MSA-1.", ["code"], registry=r)
+        self.ack_latency = Histogram(
+            "prpgate_ack_latency_seconds",
+            "From a frame's arrival to its acknowledgment being written.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.connections = Gauge(
+            "prpgate_mllp_connections_open", "Open MLLP connections.", registry=r
+        )
+        self.faults = Counter(
+            "prpgate_mllp_faults",
+            "Framing faults and store failures, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.commit_latency = Histogram(
+            "prpgate_store_commit_seconds",
+            "Time to run and durably commit one batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "prpgate_store_batch_messages",
+            "Messages per group commit.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "prpgate_outbox_depth", "Outbox rows waiting for delivery.", registry=r
+        )
+        self.duplicates = Counter(
+            "prpgate_duplicates", "Retransmits answered with the original ACK.", registry=r
+        )
+        self.reuses = Counter(
+            "prpgate_control_id_reuses",
+            "Messages whose (MSH-3, MSH-4, MSH-10) was seen before with other content.",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The metrics in Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def connection_opened(self) -> None:
+        """A connection was accepted."""
+        self.connections.inc()
+
+    def connection_closed(self) -> None:
+        """A connection ended."""
+        self.connections.dec()
+
+    def frame_received(self) -> None:
+        """A complete frame arrived."""
+        self.received.inc()
+
+    def processed(self, item: Ingested) -> None:
+        """A message was committed."""
+        h = item.reading.header
+        typ = "^".join(p for p in (h.message_type, h.trigger_event) if p) if h else ""
+        self.messages.labels(typ or "unknown", item.disposition.value).inc()
+        if item.disposition is Disposition.DUPLICATE:
+            self.duplicates.inc()
+        if item.reuse_of is not None:
+            self.reuses.inc()
+
+    def fault(self, kind: str) -> None:
+        """A framing fault or store failure."""
+        self.faults.labels(kind).inc()
+
+    def acked(self, code: str, seconds: float) -> None:
+        """An acknowledgment was written."""
+        self.acks.labels(code).inc()
+        self.ack_latency.observe(seconds)
+
+
+@dataclass(slots=True)
+class _Job:
+    future: asyncio.Future[Any]
+    raw: bytes = b""
+    source: str = ""
+    received_at: datetime | None = None
+    record: MessageRecord | None = None
+
+
+class StoreWriter:
+    """The one owner of the store: group commits on a single worker thread.
+
+    ``submit``/``submit_record`` enqueue immediately (call order is commit order) and
+    return a future resolved after the durable commit, or failed with StoreError.
+    A batch that fails is retried one message per transaction, so one bad message
+    cannot take its neighbours down with it.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        *,
+        max_batch: int = 256,
+        metrics: ServeMetrics | None = None,
+    ) -> None:
+        self._store = store
+        self._engine = engine
+        self._max_batch = max_batch
+        self._metrics = metrics
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prpgate-store")
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        """Start the writer task."""
+        self._task = asyncio.create_task(self._run(), name="prpgate-store-writer")
+
+    async def stop(self) -> None:
+        """Commit what is queued, then close the store and the worker thread."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._queue.put_nowait(None)
+        if self._task is not None:
+            await self._task
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._store.close)
+        self._executor.shutdown(wait=True)
+
+    def submit(self, raw: bytes, *, source: str, received_at: datetime) -> asyncio.Future[Ingested]:
+        """Ingest one message in the next batch; resolves after its commit."""
+        fut: asyncio.Future[Ingested] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Job(fut, raw=raw, source=source, received_at=received_at))
+        return fut
+
+    def submit_record(self, record: MessageRecord) -> asyncio.Future[int]:
+        """Record one input that is not a message; resolves to its id after the commit."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Job(fut, record=record))
+        return fut
+
+    async def call(self, fn: Callable[[Store], T], *, timeout: float = 10.0) -> T:
+        """Run ``fn(store)`` on the writer thread (reads: readiness, counts).
+
+        Raises StoreError when it fails or takes longer than ``timeout`` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._executor, fn, self._store), timeout
+            )
+        except TimeoutError as exc:
+            raise StoreError(f"the store did not answer within {timeout} s") from exc
+        except Exception as exc:  # any failure of the store call: report, chained
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"store call failed: {exc}") from exc
+
+    def _enqueue(self, job: _Job) -> None:
+        if self._stopped:
+            job.future.set_exception(StoreError("the store writer is shutting down"))
+            return
+        self._queue.put_nowait(job)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            outcomes = await loop.run_in_executor(self._executor, self._commit, batch)
+            for job, out in zip(batch, outcomes, strict=True):
+                if job.future.done():
+                    continue
+                if isinstance(out, BaseException):
+                    job.future.set_exception(out)
+                else:
+                    job.future.set_result(out)
+
+    def _commit(self, batch: list[_Job]) -> list[object]:
+        """On the worker thread: one transaction for the batch; isolate on failure."""
+        started = time.perf_counter()
+        try:
+            with self._store.session() as session:
+                outcomes = [self._apply(session, job) for job in batch]
+        except Exception as exc:  # one worker iteration: the batch's failure is reported
+            if len(batch) > 1:
+                return [self._commit([job])[0] for job in batch]
+            _log.error("store commit failed", error=str(exc), kind=type(exc).__name__)
+            if isinstance(exc, StoreError):
+                return [exc]
+            err = StoreError(f"could not commit: {type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+            return [err]
+        if self._metrics is not None:
+            self._metrics.commit_latency.observe(time.perf_counter() - started)
+            self._metrics.batch_size.observe(len(batch))
+            added = sum(len(o.emitted) for o in outcomes if isinstance(o, Ingested))
+            if added:
+                self._metrics.outbox_depth.inc(added)
+        return outcomes
+
+    def _apply(self, session: StoreSession, job: _Job) -> object:
+        if job.record is not None:
+            return session.add_message(job.record)
+        assert job.received_at is not None
+        return ingest(
+            session, self._engine, job.raw, source=job.source, received_at=job.received_at
+        )
+
+
+# ------------------------------------------------------------------- HTTP
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
+
+
+class HealthServer:
+    """A minimal HTTP/1.1 server for /healthz, /readyz and /metrics (one request per
+    connection; request head at most 16 KiB, read within 5 s)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]],
+        metrics: Callable[[], bytes],
+    ) -> None:
+        self._host, self._port = host, port
+        self._ready = ready
+        self._metrics = metrics
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        assert self._server is not None, "the HTTP server is not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        """Bind and serve."""
+        self._server = await asyncio.start_server(self._handle, self._host, self._port, limit=16384)
+        _log.info("http listening", host=self._host, port=self.port)
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                return
+            line = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+            status, ctype, body = await self._route(line)
+            writer.write(
+                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")
+                + body
+            )
+            await asyncio.wait_for(writer.drain(), 5.0)
+        except (ConnectionError, TimeoutError):
+            pass
+        except Exception:  # top of a connection handler
+            _log.exception("http request failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _route(self, line: list[str]) -> tuple[int, str, bytes]:
+        if len(line) != 3 or not line[2].startswith("HTTP/"):
+            return 400, "text/plain", b"bad request\n"
+        method, target = line[0], line[1].split("?", 1)[0]
+        if target not in ("/healthz", "/readyz", "/metrics"):
+            return 404, "text/plain", b"not found\n"
+        if method != "GET":
+            return 405, "text/plain", b"method not allowed\n"
+        if target == "/healthz":
+            return 200, "application/json", b'{"status":"ok"}\n'
+        if target == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, self._metrics()
+        ok, detail = await self._ready()
+        body = json.dumps({"status": "ready" if ok else "not ready", **detail}).encode() + b"\n"
+        return (200 if ok else 503), "application/json", body
+
+
+# --------------------------------------------------------------- the process
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The listener's TLS context from settings, or None without a certificate.
+
+    Raises ConfigError for a certificate without a key (or the reverse), a client CA
+    without a server certificate, or files that cannot be loaded.
+    """
+    cert, key, ca = settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca
+    if cert is None and key is None:
+        if ca is not None:
+            raise ConfigError("mllp_tls_client_ca needs mllp_tls_cert and mllp_tls_key")
+        return None
+    if cert is None or key is None:
+        raise ConfigError("mllp_tls_cert and mllp_tls_key must be set together")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+        if ca is not None:
+            ctx.load_verify_locations(cafile=ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"TLS files cannot be loaded: {exc}") from exc
+    return ctx
+
+
+def _count_pending(store: Store) -> int:
+    return sum(1 for row in store.iter_outbox() if row.state == "pending")
+
+
+async def serve(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    clock: Clock | None = None,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[dict[str, int]], None] | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run the MLLP listener, the store writer and the HTTP endpoints until ``stop``
+    is set (or SIGTERM/SIGINT when ``handle_signals``).
+
+    ``on_ready`` receives the bound ports (``mllp_port``, ``http_port``, 0 when HTTP
+    is off) once everything listens. Raises ConfigError (TLS files, a port in use),
+    MappingError (mappings) or StoreError (the store cannot be opened).
+    """
+    tls = tls_context(settings)
+    engine = engine or build_engine(settings)
+    clock = clock or SystemClock()
+    stop = stop or asyncio.Event()
+    metrics = ServeMetrics()
+    store = SqliteStore(settings.store, durable=settings.durable)
+    writer = StoreWriter(store, engine, max_batch=settings.commit_batch, metrics=metrics)
+    await writer.start()
+    listener = MllpListener(
+        MllpConfig(
+            host=settings.mllp_host,
+            port=settings.mllp_port,
+            max_message_bytes=settings.max_message_bytes,
+            idle_timeout=settings.mllp_idle_timeout,
+            in_flight=settings.mllp_in_flight,
+            max_connections=settings.mllp_max_connections,
+            keepalive_idle=settings.mllp_keepalive_idle,
+            write_timeout=settings.mllp_write_timeout,
+            enhanced_acks=settings.mllp_enhanced_acks,
+            charset_overrides=engine.charset_overrides,
+            ssl=tls,
+        ),
+        writer,
+        clock=clock,
+        events=metrics,
+    )
+
+    async def ready() -> tuple[bool, dict[str, Any]]:
+        detail: dict[str, Any] = {"mllp": listener.is_serving}
+        try:
+            await writer.call(lambda s: s.list_messages(limit=1), timeout=5.0)
+            detail["store"] = True
+        except StoreError as exc:
+            detail["store"] = False
+            detail["error"] = exc.args[0]
+        return bool(detail["mllp"] and detail["store"]), detail
+
+    http = HealthServer(settings.http_host, settings.http_port, ready=ready, metrics=metrics.render)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    try:
+        metrics.outbox_depth.set(await writer.call(_count_pending, timeout=120.0))
+        try:
+            await listener.start()
+            if settings.http_enabled:
+                await http.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen: {exc}") from exc
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+        ports = {
+            "mllp_port": listener.port,
+            "http_port": http.port if settings.http_enabled else 0,
+        }
+        _log.info("serving", **ports, store=str(settings.store))
+        if on_ready is not None:
+            on_ready(ports)
+        await stop.wait()
+        _log.info("stopping", grace=settings.shutdown_grace)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await http.stop()
+        await listener.stop(settings.shutdown_grace)
+        await writer.stop()
+        _log.info("stopped")
