@@ -207,7 +207,8 @@ def _structure_refused(msh9: str, ctx: _Context, exc: BaseException) -> Finding:
             reason = f"HL7 v{ctx.version} has no message structure {structure} (MSH-9 {msh9!r})"
         return Finding("MSH-9", reason, code="hl7apy-structure")
     reason = f"message structure {structure}: {_describe(exc)}"
-    return Finding("message", reason, code="hl7apy-structure")
+    where = "MSH-2" if type(exc).__name__ == "InvalidEncodingChars" else "message"
+    return Finding(where, reason, code="hl7apy-structure")
 
 
 def _structure_findings(segments: list[er7.Segment], ctx: _Context) -> list[Finding]:
@@ -242,13 +243,18 @@ def _structure_findings(segments: list[er7.Segment], ctx: _Context) -> list[Find
     return out
 
 
+def _spare_escape(msg: er7.Message) -> str:
+    """An escape character for hl7apy that occurs nowhere in the message (or "")."""
+    body = "\r".join(msg.delimiters.field.join(s.fields) for s in msg.segments)
+    return next((c for c in _SPARE_ESCAPES if c not in body), "")
+
+
 def _context(msg: er7.Message, version: str, reporter: _Reporter) -> _Context:
     d = msg.delimiters
     escape = d.escape
     msh2 = msg.segments[0].field(2)
     if not escape:
-        body = "\r".join(d.field.join(s.fields) for s in msg.segments)
-        escape = next(c for c in _SPARE_ESCAPES if c not in body)
+        escape = _spare_escape(msg)
         msh2 = d.component + d.repetition + escape + d.subcomponent + d.truncation
     enc = {
         "FIELD": d.field,
@@ -280,6 +286,9 @@ def check_conformance(msg: er7.Message) -> ConformanceResult:
             False, note=f"hl7apy has no definition of HL7 version {version!r} (it knows {versions})"
         )
     findings: list[Finding] = []
+    if msg.delimiters.escape == "" and not _spare_escape(msg):
+        note = f"MSH-2 has no escape character and every spare one ({_SPARE_ESCAPES}) is used"
+        return ConformanceResult(False, note=note)
     with tempfile.TemporaryDirectory(prefix="prpgate-hl7apy-") as folder:
         ctx = _context(msg, version, _Reporter(Path(folder)))
         known: list[er7.Segment] = []

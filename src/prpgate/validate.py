@@ -37,6 +37,7 @@ from prpgate.validation.report import (
     CheckKind,
     CheckResult,
     Finding,
+    Level,
     MessageReport,
     OutputSummary,
     Status,
@@ -100,7 +101,7 @@ def _conformance(msg: er7.Message | None) -> CheckResult:
     result = check_conformance(msg)
     if not result.checked:
         return CheckResult(kind, Status.SKIPPED, result.findings, result.note)
-    failed = any(f.level.value == "error" for f in result.findings)
+    failed = any(f.level is Level.ERROR for f in result.findings)
     status = Status.FAILED if failed else Status.PASSED
     return CheckResult(kind, status, result.findings, "hl7apy STRICT")
 

@@ -98,3 +98,12 @@ def test_conformance_version_hl7apy_does_not_know_is_not_checked() -> None:
     assert result.checked is False
     assert result.findings == ()
     assert "'9.9'" in result.note
+
+
+def test_conformance_truncation_character_before_v27_is_reported_at_msh2() -> None:
+    # MSH-2's fifth character (truncation) exists from v2.7 on
+    msh = MSH.replace("^~\\&", "^~\\&#")
+    found = errors(msh, PID, OBR, OBX)
+    assert [loc for loc, _ in found] == ["MSH-2"]
+    assert "Found 5 encoding chars" in found[0][1]
+    assert errors(msh.replace("2.5.1", "2.7"), PID, OBR, OBX) == []
