@@ -337,12 +337,28 @@ class MllpListener:
                 return
             await pending.put(_END)
             await asyncio.wait({responder})
+            if self._closing and not conn.broken:
+                await self._linger(reader, writer)
         finally:
             conn.reader_task.cancel()
             responder.cancel()
             self._connections.discard(conn)
             self._events.connection_closed()
             _log.info("mllp connection closed", peer=peer, messages=conn.messages)
+
+    @staticmethod
+    async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Shutting down: half-close, then discard what the peer still sends (briefly).
+
+        Closing a socket with unread input makes the kernel send a reset, which can
+        destroy acknowledgments the peer has not read yet.
+        """
+        with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+            if writer.can_write_eof():
+                writer.write_eof()
+            async with asyncio.timeout(1.0):
+                while await reader.read(65536):
+                    pass
 
     def _set_keepalive(self, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -364,9 +380,12 @@ class MllpListener:
     ) -> None:
         cfg = self._cfg
         deframer = Deframer(cfg.max_message_bytes, keep_bytes=cfg.keep_bytes)
-        while not conn.broken:
+        while not conn.broken and not self._closing:
             try:
-                data = await asyncio.wait_for(reader.read(cfg.read_size), cfg.idle_timeout)
+                # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow the
+                # cancellation stop() sends when a read completes at the same moment
+                async with asyncio.timeout(cfg.idle_timeout):
+                    data = await reader.read(cfg.read_size)
             except TimeoutError:
                 if conn.outstanding == 0:
                     _log.info("mllp idle timeout", peer=conn.peer, seconds=cfg.idle_timeout)
@@ -387,6 +406,8 @@ class MllpListener:
         pending: asyncio.Queue[_Pending | object],
     ) -> None:
         for event in events:
+            if self._closing:
+                return  # stopping: frames not yet taken in are left unanswered, unstored
             now = self._clock.now()
             arrived = time.perf_counter()
             if isinstance(event, Frame):
@@ -454,7 +475,8 @@ class MllpListener:
                 continue
             try:
                 conn.writer.write(b"".join(frame(a.data) for a in acks))
-                await asyncio.wait_for(conn.writer.drain(), self._cfg.write_timeout)
+                async with asyncio.timeout(self._cfg.write_timeout):
+                    await conn.writer.drain()
             except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
                 _log.info("mllp write failed", peer=conn.peer, error=type(exc).__name__)
                 conn.broken = True
