@@ -284,3 +284,7 @@ _register_validate(app)
 from prpgate.cli_serve import register as _register_serve  # noqa: E402
 
 _register_serve(app)
+
+from prpgate.cli_outbox import register as _register_outbox  # noqa: E402
+
+_register_outbox(app)

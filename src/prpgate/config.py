@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prpgate.errors import ConfigError
@@ -97,6 +97,89 @@ class Settings(BaseSettings):
         default=10.0,
         ge=0,
         description="On SIGTERM, seconds to finish and acknowledge messages in flight.",
+    )
+    # --- delivery to the clinic's FHIR server (prpgate deliver, serve) -------
+    fhir_base_url: str | None = Field(
+        default=None, description="The clinic's FHIR R4 base URL; no delivery without it."
+    )
+    fhir_write_mode: Literal["client-id", "conditional"] = Field(
+        default="client-id",
+        description="client-id: PUT [type]/[deterministic id]; conditional: conditional "
+        "create (If-None-Exist) for a new output, conditional update (PUT ?identifier=) "
+        "for a state change.",
+    )
+    fhir_auth: Literal["none", "bearer", "smart"] = Field(
+        default="none", description="Auth to the FHIR server: none, bearer, smart."
+    )
+    fhir_bearer_token: SecretStr | None = Field(
+        default=None, description="Static bearer token (fhir_auth = bearer)."
+    )
+    fhir_smart_token_url: str | None = Field(
+        default=None, description="SMART Backend Services token endpoint."
+    )
+    fhir_smart_client_id: str | None = Field(default=None, description="SMART client id.")
+    fhir_smart_private_key: Path | None = Field(
+        default=None, description="SMART client private key (PEM file)."
+    )
+    fhir_smart_key_id: str | None = Field(
+        default=None, description="kid of the SMART key in the client's registered JWKS."
+    )
+    fhir_smart_algorithm: Literal["RS384", "ES384"] = Field(
+        default="RS384", description="Signing algorithm of the client assertion."
+    )
+    fhir_smart_scope: str = Field(
+        default="system/DetectedIssue.write system/Flag.write system/Patient.read",
+        description="Scopes asked of the token endpoint.",
+    )
+    fhir_connect_timeout: float = Field(default=5.0, gt=0, description="Connect timeout (s).")
+    fhir_timeout: float = Field(
+        default=15.0, gt=0, description="Read, write and pool timeout per request (s)."
+    )
+    fhir_resolve_patients: bool = Field(
+        default=False,
+        description="Look the patient up by identifier and add a literal reference when "
+        "exactly one Patient matches.",
+    )
+    delivery_parallel: int = Field(
+        default=4, gt=0, le=64, description="Writes in flight at once (each a different patient)."
+    )
+    delivery_tries: int = Field(
+        default=3, gt=0, description="HTTP attempts per delivery before the row is rescheduled."
+    )
+    delivery_max_attempts: int = Field(
+        default=50, gt=0, description="HTTP attempts in all before a row becomes a dead letter."
+    )
+    delivery_max_age: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="Seconds since the message arrived before a failing row becomes dead.",
+    )
+    delivery_backoff_base: float = Field(
+        default=1.0, gt=0, description="First retry delay (s); doubles per attempt, jittered."
+    )
+    delivery_backoff_cap: float = Field(
+        default=600.0, gt=0, description="Longest delay between attempts (s)."
+    )
+    delivery_max_inline_wait: float = Field(
+        default=5.0,
+        ge=0,
+        description="A Retry-After up to this many seconds is waited out in place; a longer "
+        "one reschedules the row.",
+    )
+    delivery_breaker_threshold: int = Field(
+        default=5, gt=0, description="Server failures in a row that open the circuit breaker."
+    )
+    delivery_breaker_cooldown: float = Field(
+        default=2.0, gt=0, description="Seconds the breaker stays open first (doubles, capped)."
+    )
+    delivery_breaker_max_cooldown: float = Field(
+        default=120.0, gt=0, description="Longest time the breaker stays open (s)."
+    )
+    delivery_idle_poll: float = Field(
+        default=1.0, gt=0, description="Seconds between looks at an empty outbox."
+    )
+    delivery_lease: float = Field(
+        default=300.0, gt=0, description="Seconds a claimed row stays with its worker."
     )
 
 

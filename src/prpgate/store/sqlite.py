@@ -22,6 +22,7 @@ from prpgate.core.pipeline import Outcome
 from prpgate.core.state import OutputKind, PatientState, StoredOutput, StoredResult
 from prpgate.errors import StoreError
 from prpgate.ports import MessageRecord, MessageRow, OutboxRow, OutputRow, PriorMessage
+from prpgate.store.sqlite_outbox import SqliteOutboxMixin
 
 __all__ = ["SCHEMA_VERSION", "SqliteSession", "SqliteStore", "patient_hash"]
 
@@ -51,6 +52,7 @@ CREATE INDEX IF NOT EXISTS messages_key
     ON messages (sending_application, sending_facility, control_id);
 CREATE INDEX IF NOT EXISTS messages_control ON messages (control_id);
 CREATE INDEX IF NOT EXISTS messages_status ON messages (status, id);
+CREATE INDEX IF NOT EXISTS messages_received ON messages (received_at);
 CREATE TABLE IF NOT EXISTS message_keys (
     message_id INTEGER NOT NULL REFERENCES messages(id),
     kind TEXT NOT NULL,
@@ -94,9 +96,21 @@ CREATE TABLE IF NOT EXISTS outbox (
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     resource TEXT NOT NULL,
+    next_attempt_at TEXT NOT NULL DEFAULT '',
+    claim INTEGER NOT NULL DEFAULT 0,
+    last_attempt_at TEXT NOT NULL DEFAULT '',
+    delivered_at TEXT NOT NULL DEFAULT '',
+    last_status INTEGER,
+    last_error TEXT NOT NULL DEFAULT '',
+    outcome TEXT NOT NULL DEFAULT '',
+    server_id TEXT NOT NULL DEFAULT '',
+    server_version TEXT NOT NULL DEFAULT '',
     UNIQUE (identifier, version)
 );
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, id);
+CREATE INDEX IF NOT EXISTS outbox_active ON outbox (patient_key, id)
+    WHERE state IN ('pending', 'retry', 'inflight');
+CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (delivered_at) WHERE state = 'delivered';
 CREATE INDEX IF NOT EXISTS outbox_message ON outbox (message_id);
 CREATE TABLE IF NOT EXISTS explanations (
     message_id INTEGER PRIMARY KEY REFERENCES messages(id),
@@ -303,7 +317,7 @@ class SqliteSession:
             self._db.execute(f"RELEASE SAVEPOINT {name}")
 
 
-class SqliteStore:
+class SqliteStore(SqliteOutboxMixin):
     """The embedded store: one SQLite file in WAL mode with durable commits.
 
     ``durable=False`` (synchronous=NORMAL) trades the last commits on power loss
