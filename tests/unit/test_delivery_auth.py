@@ -160,3 +160,21 @@ def test_smart_assertion_is_a_jwt_with_kid() -> None:
     header = jwt.get_unverified_header(auth.assertion())
     assert header == {"alg": "RS384", "kid": "kid-1", "typ": "JWT"}
     assert json.dumps(header)
+
+
+def test_smart_auth_concurrent_requests_share_one_token_fetch() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    server = TokenServer(key.public_key(), "RS384")
+    auth = SmartBackendAuth(
+        token_url=TOKEN_URL, client_id="c", private_key=_pem(key), clock=ManualClock(FIXED_NOW)
+    )
+
+    async def go() -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(server), auth=auth) as c:
+            got = await asyncio.gather(
+                *(c.get("https://fhir.clinic.example/Flag/x") for _ in range(6))
+            )
+            return [r.status_code for r in got]
+
+    assert asyncio.run(asyncio.wait_for(go(), timeout=10)) == [200] * 6
+    assert server.issued == 1

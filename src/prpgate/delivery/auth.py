@@ -11,8 +11,9 @@ makes the flow fetch a new token and resend once — a second 401 is final.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Generator
+from collections.abc import AsyncGenerator, Generator
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -69,6 +70,13 @@ class SmartBackendAuth(httpx.Auth):
         self._token: str | None = None
         self._expires: datetime | None = None
         self.tokens_fetched = 0
+        self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+
+    def _loop_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock[0] is not loop:
+            self._lock = (loop, asyncio.Lock())
+        return self._lock[1]
 
     def assertion(self) -> str:
         """A fresh signed client assertion (JWT) for the token endpoint."""
@@ -136,3 +144,22 @@ class SmartBackendAuth(httpx.Auth):
             self._take((yield self._token_request()))
             request.headers["Authorization"] = f"Bearer {self._token}"
             yield request
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        """As ``auth_flow``, but concurrent requests wait for one token fetch instead of
+        each fetching their own."""
+        async with self._loop_lock():
+            if not self._valid():
+                response = yield self._token_request()
+                await response.aread()
+                self._take(response)
+        flow = super().async_auth_flow(request)
+        outgoing = await flow.__anext__()
+        while True:
+            response = yield outgoing
+            try:
+                outgoing = await flow.asend(response)
+            except StopAsyncIteration:
+                break

@@ -325,10 +325,20 @@ class SqliteOutboxMixin:
         if control_id:
             where.append("control_id=?")
             args.append(control_id)
-        for kind, value in (("order", order_number), ("patient", patient_hash)):
-            if value:
-                where.append("id IN (SELECT message_id FROM message_keys WHERE kind=? AND value=?)")
-                args += [kind, value]
+        if order_number:
+            # stored as F:<filler>^<namespace> or P:<placer>^<namespace>: match the number
+            # alone, with its namespace, or as stored (index lookups and range scans)
+            where.append(
+                "id IN (SELECT message_id FROM message_keys WHERE kind='order' AND"
+                " (value IN (?, ?, ?) OR (value >= ? AND value < ?) OR (value >= ? AND value < ?)))"
+            )
+            n = order_number
+            args += [n, f"F:{n}", f"P:{n}", f"F:{n}^", f"F:{n}_", f"P:{n}^", f"P:{n}_"]
+        if patient_hash:
+            where.append(
+                "id IN (SELECT message_id FROM message_keys WHERE kind='patient' AND value=?)"
+            )
+            args.append(patient_hash)
         if since:
             where.append("received_at >= ?")
             args.append(since)
