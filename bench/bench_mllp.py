@@ -1,0 +1,293 @@
+"""MLLP round trips: messages/s and ACK latency of `prpgate serve` with durable ACKs, beside a
+bare asyncio MLLP echo server measured in the same run on the same messages.
+
+Both servers run as their own process; the client (this process) pipelines CBC ORU^R01
+messages over 1 and over 8 connections, each with a window of messages in flight, and
+records every message's send-to-ACK time. A second phase offers a fixed rate (default
+1 000 msgs/s over 8 connections) to read the latency a sender sees at that load.
+
+The client shares the machine's cores with the server: on a small machine the
+figures are a floor, and the echo baseline shows what the client alone can drive.
+
+Run: python bench/bench_mllp.py [--quick] [--messages N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench_replay import ABNORMAL, NORMAL, templates  # same folder: the same message mix
+from prpgate.config import Settings
+from prpgate.core.mllp import Deframer, Frame, frame
+from prpgate.engine import build_engine
+from prpgate.ingest import ingest
+from prpgate.store.sqlite import SqliteStore
+
+ROOT = Path(__file__).resolve().parent.parent
+WINDOW = 32  # messages in flight per connection (a pipelining interface engine)
+ABNORMAL_SHARE = 10  # per hundred messages, as bench_replay's mix
+ECHO_ACK = frame(
+    b"MSH|^~\\&|PRPGATE|CLINIC|PRPLAB|NORTHLAB|20260101000000||ACK^R01^ACK|E1|P|2.5.1\rMSA|AA|X\r"
+)
+
+
+def messages(n: int, tag: str) -> list[bytes]:
+    """n CBC messages (10% with findings) with fresh control ids, MRNs and order numbers."""
+    normal, abnormal = templates(NORMAL), templates(ABNORMAL)
+    out = []
+    for i in range(n):
+        pool = abnormal if i % 100 < ABNORMAL_SHARE else normal
+        src = pool[(i + i // 100) % len(pool)]
+        msh10 = src.split(b"|", 10)[9]
+        m = src.replace(msh10, f"{tag}{i:08d}".encode(), 1)
+        m = m.replace(b"ZQ700", f"{tag[:2]}{i:07d}".encode())
+        out.append(m.replace(b"NF4", f"{tag[:2]}{i:07d}-".encode()))
+    return out
+
+
+def ingest_only(msgs: list[bytes], folder: Path, batch: int = 256) -> float:
+    """msgs/s of the store writer's work alone: ingest in durable batches, no sockets."""
+    engine = build_engine(Settings(mappings=ROOT / "mappings"))
+    store = SqliteStore(folder / "ingest-only.sqlite", durable=True)
+    now = datetime.now(UTC)
+    t0 = time.perf_counter()
+    for start in range(0, len(msgs), batch):
+        with store.session() as session:
+            for raw in msgs[start : start + batch]:
+                ingest(session, engine, raw, source="bench", received_at=now)
+    seconds = time.perf_counter() - t0
+    store.close()
+    return len(msgs) / seconds
+
+
+# ------------------------------------------------------------- echo server
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            await reader.readuntil(b"\x1c\r")
+            writer.write(ECHO_ACK)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def echo_server(ready_file: Path) -> None:
+    """A bare asyncio MLLP server: answers every frame with a fixed ACK, stores nothing."""
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0, limit=1 << 22)
+    port = server.sockets[0].getsockname()[1]
+    ready_file.write_text(json.dumps({"mllp_port": port, "pid": os.getpid()}))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    server.close()
+
+
+# ------------------------------------------------------------------ client
+
+
+async def _connection(
+    port: int, batch: list[bytes], latencies: list[float], rate: float | None, offset: float
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
+    sent: list[float] = []
+    slots = asyncio.Semaphore(WINDOW)
+
+    async def send() -> None:
+        start = time.perf_counter() + offset  # connections interleave, not in bursts
+        for i, m in enumerate(batch):
+            if rate is not None:
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await slots.acquire()
+            sent.append(time.perf_counter())
+            writer.write(frame(m))
+            await writer.drain()
+
+    sender = asyncio.create_task(send())
+    d = Deframer(1 << 20)
+    got = 0
+    while got < len(batch):
+        data = await asyncio.wait_for(reader.read(1 << 16), 60)
+        if not data:
+            raise RuntimeError("server closed the connection")
+        now = time.perf_counter()
+        for e in d.feed(data):
+            assert isinstance(e, Frame)
+            latencies.append(now - sent[got])
+            got += 1
+            slots.release()
+    await sender
+    writer.close()
+
+
+async def drive(port: int, msgs: list[bytes], conns: int, rate: float | None) -> dict[str, float]:
+    """Send msgs over conns connections; msgs/s and latency percentiles (ms)."""
+    share = [msgs[i::conns] for i in range(conns)]
+    latencies: list[float] = []
+    per_conn_rate = rate / conns if rate else None
+    t0 = time.perf_counter()
+    await asyncio.gather(
+        *(
+            _connection(port, s, latencies, per_conn_rate, k / rate if rate else 0.0)
+            for k, s in enumerate(share)
+        )
+    )
+    seconds = time.perf_counter() - t0
+    q = statistics.quantiles(latencies, n=100)
+    return {
+        "msgs_per_s": len(msgs) / seconds,
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "n": len(msgs),
+    }
+
+
+def start(cmd: list[str], ready: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"server did not start: {cmd}")
+        time.sleep(0.05)
+    return proc, int(json.loads(ready.read_text())["mllp_port"])
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def measure(
+    port: int, n: int, tag: str, rates: list[float], seconds: float
+) -> dict[str, dict[str, float]]:
+    out = {}
+    for conns in (1, 8):
+        out[f"c{conns}"] = asyncio.run(drive(port, messages(n, f"{tag}{conns}"), conns, None))
+    for rate in rates:
+        offered = messages(int(rate * seconds), f"{tag}R{int(rate)}")
+        out[f"r{int(rate)}"] = asyncio.run(drive(port, offered, 8, rate))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument(
+        "--rates", default="250,500,1000", help="offered msgs/s for phase 2, comma-separated"
+    )
+    parser.add_argument("--quick", action="store_true", help="5 000 messages per phase")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--echo-server", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.echo_server:
+        asyncio.run(echo_server(args.echo_server))
+        return 0
+    n = 5_000 if args.quick else args.messages
+    rates = [float(r) for r in args.rates.split(",") if r]
+    seconds = 3.0 if args.quick else 6.0
+    env = {**os.environ, "PRPGATE_LOG_LEVEL": "error", "PRPGATE_MAPPINGS": str(ROOT / "mappings")}
+    with tempfile.TemporaryDirectory(prefix="prpgate-bench-mllp-") as tmp:
+        base = Path(tmp)
+        echo, port = start(
+            [sys.executable, __file__, "--echo-server", str(base / "echo.json")],
+            base / "echo.json",
+            env,
+        )
+        try:
+            bare = measure(port, n, "E", rates, seconds)
+        finally:
+            stop(echo)
+        serve, port = start(
+            [
+                str(Path(sys.executable).parent / "prpgate"),
+                "serve",
+                "--store",
+                str(base / "store.sqlite"),
+                "--port",
+                "0",
+                "--http-port",
+                "0",
+                "--ready-file",
+                str(base / "serve.json"),
+            ],
+            base / "serve.json",
+            {**env, "PRPGATE_DURABLE": "true"},
+        )
+        try:
+            durable = measure(port, n, "P", rates, seconds)
+        finally:
+            stop(serve)
+        writer_alone = ingest_only(messages(n, "I"), base)
+    figures: dict[str, Any] = {
+        "messages": n,
+        "window": WINDOW,
+        "rates": rates,
+        "ingest_only_msgs_per_s": writer_alone,
+    }
+    for name, res in (("echo", bare), ("serve", durable)):
+        for key, vals in res.items():
+            for k, v in vals.items():
+                figures[f"{name}_{key}_{k}"] = v
+    for c in ("c1", "c8"):
+        figures[f"ratio_{c}_echo_over_serve"] = bare[c]["msgs_per_s"] / durable[c]["msgs_per_s"]
+        figures[f"ratio_{c}_serve_over_ingest_only"] = durable[c]["msgs_per_s"] / writer_alone
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    print(f"MLLP round trips, CBC ORU^R01, {n:,} messages per run, window {WINDOW} per connection")
+    print(f"  {'server':<34}{'conns':>6}{'msgs/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    for label, res in (
+        ("bare asyncio echo (baseline)", bare),
+        ("prpgate serve, durable ACK", durable),
+    ):
+        for c in ("c1", "c8"):
+            r = res[c]
+            print(
+                f"  {label:<34}{c[1:]:>6}{r['msgs_per_s']:>10,.0f}"
+                f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            )
+    print(
+        f"  {'ingest alone, no sockets (ceiling)':<34}{'-':>6}{writer_alone:>10,.0f}"
+        "   (the store writer's work in durable batches of 256, in one process)"
+    )
+    for c in ("c1", "c8"):
+        print(
+            f"  {c[1:]} connection(s): echo/serve {figures[f'ratio_{c}_echo_over_serve']:.1f}x, "
+            f"serve/ingest-alone {figures[f'ratio_{c}_serve_over_ingest_only']:.2f}"
+        )
+    for rate in rates:
+        for label, res in (("bare asyncio echo", bare), ("prpgate serve, durable", durable)):
+            r = res[f"r{int(rate)}"]
+            print(
+                f"  offered {rate:>6,.0f} msgs/s over 8 connections, {label:<24}"
+                f"achieved {r['msgs_per_s']:>6,.0f}/s  p50 {r['p50_ms']:8.2f} ms"
+                f"  p99 {r['p99_ms']:8.2f} ms"
+            )
+    print("  targets: >= 3 000 msgs/s over 8 connections durable; p99 <= 10 ms at 1 000 msgs/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
