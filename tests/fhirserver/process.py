@@ -29,10 +29,11 @@ def free_port() -> int:
 class FhirServer:
     """One test server process (see the module docstring)."""
 
-    def __init__(self, workdir: Path, *extra: str) -> None:
+    def __init__(self, workdir: Path, *extra: str, persist: bool = True) -> None:
         self.port = free_port()
         self.state = workdir / f"fhirserver-{self.port}.json"
         self.extra = extra
+        self.persist = persist
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"fhirserver-{self.port}.log"
 
@@ -57,8 +58,7 @@ class FhirServer:
                 "tests.fhirserver",
                 "--port",
                 str(self.port),
-                "--state",
-                str(self.state),
+                *(("--state", str(self.state)) if self.persist else ()),
                 *self.extra,
             ],
             cwd=ROOT,

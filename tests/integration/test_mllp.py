@@ -307,6 +307,21 @@ def test_mllp_idle_connection_closed(tmp_path: Path, engine: Engine) -> None:
     run(scenario())
 
 
+def test_mllp_idle_close_inside_a_frame_records_it(tmp_path: Path, engine: Engine) -> None:
+    async def scenario() -> None:
+        async with harness(tmp_path, engine, idle_timeout=0.2) as h:
+            reader, writer = await h.connect()
+            writer.write(START_BLOCK + message("HALF1")[:100])
+            assert await closed_by_server(reader)
+            writer.close()
+            assert h.events.faults == Counter({"truncated": 1})
+        [row] = h.rows()
+        assert row["raw"] == message("HALF1")[:100]
+        assert row["status"] == "rejected"
+
+    run(scenario())
+
+
 def test_mllp_tcp_keepalive_on_accepted_sockets(tmp_path: Path, engine: Engine) -> None:
     async def scenario() -> None:
         async with harness(tmp_path, engine, keepalive_idle=42) as h:
@@ -368,7 +383,7 @@ def test_mllp_peer_closing_mid_message_is_stored_without_phi_in_logs(
                 assert phi not in text
         rows = h.rows()
         assert [r["raw"] for r in rows] == [raw]
-        assert "closed inside a frame" in rows[0]["errors"]
+        assert "ended inside a frame" in rows[0]["errors"]
         assert rows[0]["ack_code"] == ""
 
     run(scenario())

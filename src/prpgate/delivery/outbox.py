@@ -16,11 +16,14 @@ a stop event is set).
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
@@ -31,6 +34,9 @@ from prpgate.errors import DeliveryError, StoreError
 from prpgate.ports import Delivery, OutboxStats, OutboxStore, Receipt, Sink, Sleeper
 
 __all__ = ["DeliveryStats", "OutboxWorker", "WorkerPolicy", "outbox_metrics"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +129,7 @@ class OutboxWorker:
         self._log = log or structlog.get_logger("prpgate.delivery")
         self.in_backlog = False
         self._backlog_since: datetime | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     async def run_once(self) -> DeliveryStats:
         """Deliver every row that is due now (and rows that become due as earlier rows of
@@ -143,6 +150,9 @@ class OutboxWorker:
     ) -> DeliveryStats:
         stats = DeliveryStats()
         tasks: dict[asyncio.Task[Receipt], Delivery] = {}
+        # store calls (each a durable commit) run on one thread off the event loop, so
+        # writes in flight progress during an fsync; one thread keeps them serial
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prpgate-outbox")
         try:
             while True:
                 now = self.clock.now()
@@ -150,34 +160,41 @@ class OutboxWorker:
                     deadline is not None and now >= deadline
                 )
                 if not ending:
-                    self._start(now, tasks, stats)
+                    await self._start(now, tasks, stats)
                 if tasks:
                     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
-                        self._settle(tasks.pop(task), task, stats)
+                        await self._settle(tasks.pop(task), task, stats)
                     continue
                 if ending or mode is _Mode.ONCE:
                     break
-                outbox = self.store.outbox_stats()
+                outbox = await self._db(self.store.outbox_stats)
                 self._check_cleared(outbox)
                 if mode is _Mode.DRAIN and outbox.undelivered == 0:
                     break
                 await self._pause(self._idle_wait(now, outbox, mode, deadline), stop)
+            if mode is not _Mode.FOREVER and self.in_backlog:
+                self._check_cleared(await self._db(self.store.outbox_stats))
         finally:
+            self._pool.shutdown(wait=True)
             for task, delivery in tasks.items():
                 task.cancel()
                 self.store.release(delivery)
-        if mode is not _Mode.FOREVER and self.in_backlog:
-            self._check_cleared(self.store.outbox_stats())
         return stats
 
-    def _start(
+    async def _db(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        assert self._pool is not None, "store calls happen inside a run"
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    async def _start(
         self, now: datetime, tasks: dict[asyncio.Task[Receipt], Delivery], stats: DeliveryStats
     ) -> None:
         room = self.breaker.allowance(now, self.policy.parallel - len(tasks))
         if room <= 0:
             return
-        claimed = self.store.claim_due(
+        claimed = await self._db(
+            self.store.claim_due,
             now,
             limit=room,
             lease=self.policy.lease,
@@ -213,7 +230,7 @@ class OutboxWorker:
         for task in pending:
             task.cancel()
 
-    def _settle(
+    async def _settle(
         self, delivery: Delivery, task: asyncio.Task[Receipt], stats: DeliveryStats
     ) -> None:
         now = self.clock.now()
@@ -222,7 +239,8 @@ class OutboxWorker:
             if exc is None:
                 receipt = task.result()
                 stats.requests += receipt.attempts
-                self.store.mark_delivered(
+                await self._db(
+                    self.store.mark_delivered,
                     delivery,
                     now=now,
                     attempts=receipt.attempts,
@@ -234,7 +252,7 @@ class OutboxWorker:
                 self.breaker.record_success()
                 return
             if isinstance(exc, DeliveryError):
-                self._failed(delivery, exc, now, stats)
+                await self._failed(delivery, exc, now, stats)
                 return
             self._log.error(
                 "delivery failed unexpectedly",
@@ -242,7 +260,7 @@ class OutboxWorker:
                 error=type(exc).__name__,
                 exc_info=exc,
             )
-            self._failed(
+            await self._failed(
                 delivery,
                 DeliveryError(f"internal: {type(exc).__name__}", retryable=True),
                 now,
@@ -252,7 +270,7 @@ class OutboxWorker:
             # the lease will lapse and the row will be tried again: log and go on
             self._log.error("cannot record a delivery", outbox_id=delivery.id, error=str(store_exc))
 
-    def _failed(
+    async def _failed(
         self, delivery: Delivery, exc: DeliveryError, now: datetime, stats: DeliveryStats
     ) -> None:
         failed = exc if isinstance(exc, WriteFailedError) else None
@@ -265,7 +283,7 @@ class OutboxWorker:
         if not exc.retryable:
             if status is not None:
                 self.breaker.record_success()  # the server is up; it refused this one
-            self._dead(delivery, now, attempts, status, reason, outcome, stats)
+            await self._dead(delivery, now, attempts, status, reason, outcome, stats)
             return
         opened = self.breaker.record_failure(now, retry_after)
         total = delivery.attempts + attempts
@@ -273,7 +291,7 @@ class OutboxWorker:
         age = now - arrived if arrived else timedelta(0)
         if total >= self.policy.max_attempts or age >= self.policy.max_age:
             why = f"gave up after {total} attempts in {int(age.total_seconds())} s: {reason}"
-            self._dead(delivery, now, attempts, status, why, outcome, stats)
+            await self._dead(delivery, now, attempts, status, why, outcome, stats)
             return
         delay = backoff_delay(
             total,
@@ -283,7 +301,8 @@ class OutboxWorker:
         )
         if retry_after is not None:
             delay = max(delay, retry_after)
-        self.store.mark_retry(
+        await self._db(
+            self.store.mark_retry,
             delivery,
             now=now,
             next_attempt_at=now + timedelta(seconds=delay),
@@ -300,11 +319,11 @@ class OutboxWorker:
                 "delivery backlog started",
                 cause=_cause(reason),
                 status=status,
-                undelivered=self.store.outbox_stats().undelivered,
+                undelivered=(await self._db(self.store.outbox_stats)).undelivered,
                 breaker_open=opened,
             )
 
-    def _dead(
+    async def _dead(
         self,
         delivery: Delivery,
         now: datetime,
@@ -314,8 +333,14 @@ class OutboxWorker:
         outcome: str,
         stats: DeliveryStats,
     ) -> None:
-        self.store.mark_dead(
-            delivery, now=now, attempts=attempts, status=status, error=reason, outcome=outcome
+        await self._db(
+            self.store.mark_dead,
+            delivery,
+            now=now,
+            attempts=attempts,
+            status=status,
+            error=reason,
+            outcome=outcome,
         )
         stats.dead += 1
         stats.dead_ids.append(delivery.id)

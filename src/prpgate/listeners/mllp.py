@@ -60,7 +60,8 @@ _FAULT_REASON = {
     FaultKind.STRAY: "MLLP framing: bytes outside a frame (before <VT>); dropped, not answered",
     FaultKind.UNTERMINATED: "MLLP framing: frame without <FS><CR> before the next <VT>;"
     " dropped, not answered",
-    FaultKind.TRUNCATED: "MLLP framing: the connection closed inside a frame; dropped",
+    FaultKind.TRUNCATED: "MLLP framing: the connection ended inside a frame (peer closed,"
+    " idle timeout or read error); dropped",
     FaultKind.OVERSIZE: "message larger than the limit; rejected",
 }
 
@@ -202,6 +203,7 @@ class _Connection:
     source: str
     writer: asyncio.StreamWriter
     reader_task: asyncio.Task[None] | None = None
+    reading: bool = False
     outstanding: int = 0
     broken: bool = False
     messages: int = 0
@@ -282,7 +284,7 @@ class MllpListener:
         if self._server is not None:
             self._server.close()
         for conn in list(self._connections):
-            if conn.reader_task is not None:
+            if conn.reader_task is not None and conn.reading:
                 conn.reader_task.cancel()
         if self._handlers:
             _, late = await asyncio.wait(set(self._handlers), timeout=grace)
@@ -381,6 +383,7 @@ class MllpListener:
         cfg = self._cfg
         deframer = Deframer(cfg.max_message_bytes, keep_bytes=cfg.keep_bytes)
         while not conn.broken and not self._closing:
+            conn.reading = True  # only a reader waiting for bytes is cancelled by stop()
             try:
                 # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow the
                 # cancellation stop() sends when a read completes at the same moment
@@ -389,14 +392,18 @@ class MllpListener:
             except TimeoutError:
                 if conn.outstanding == 0:
                     _log.info("mllp idle timeout", peer=conn.peer, seconds=cfg.idle_timeout)
-                    break
-                continue
+                    data = b""
+                else:
+                    continue
             except (ConnectionError, ssl.SSLError) as exc:
                 _log.info("mllp read failed", peer=conn.peer, error=type(exc).__name__)
-                break
-            if not data:
+                data = b""
+            finally:
+                conn.reading = False
+            if not data:  # end of stream, idle or broken: a frame cut short is a fault
                 await self._dispatch(conn, deframer.finish(), pending)
                 break
+            # frames already received are answered, even when stopping
             await self._dispatch(conn, deframer.feed(data), pending)
 
     async def _dispatch(
@@ -406,8 +413,6 @@ class MllpListener:
         pending: asyncio.Queue[_Pending | object],
     ) -> None:
         for event in events:
-            if self._closing:
-                return  # stopping: frames not yet taken in are left unanswered, unstored
             now = self._clock.now()
             arrived = time.perf_counter()
             if isinstance(event, Frame):
