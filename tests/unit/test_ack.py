@@ -20,6 +20,7 @@ from prpgate.core.ack import (
     plan,
     read_context,
 )
+from prpgate.core.oru import SUPPORTED_VERSIONS
 from prpgate.core.pipeline import AckCode, Engine, ErrorInfo, read
 from tests.conftest import FIXED_NOW, load
 
@@ -31,8 +32,11 @@ def strict(ack: Ack, codec: str = "utf-8") -> Any:
     text = ack.data.decode(codec)
     enc, structure, version = get_message_info(text)
     if version in HAPY_VERSIONS:
-        text = text.replace(f"|{version}|", f"|{HAPY_VERSIONS[version]}|", 1)
         version = HAPY_VERSIONS[version]
+        msh, rest = text.split("\r", 1)
+        parts = msh.split("|")
+        parts[11] = version  # MSH-12
+        text = "|".join(parts) + "\r" + rest
     if structure:
         msg = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT)
     else:
@@ -305,3 +309,20 @@ def test_plan_every_acceptance_code_renders_strictly() -> None:
         ack = build_ack(ctx, code, (), control_id="PG9", now=now)
         assert fields(ack, "MSA")[1] == code.value
         strict(ack)
+
+
+@pytest.mark.parametrize("version", sorted(SUPPORTED_VERSIONS))
+@pytest.mark.parametrize("code", [AckCode.AA, AckCode.AE, AckCode.AR])
+def test_build_ack_every_supported_version_parses_strictly(version: str, code: AckCode) -> None:
+    raw = (
+        f"MSH|^~\\&|LAB|FAC^1.2.3^ISO|APP|CLINIC|20250101120000||ORU^R01|C{version}|P|{version}\r"
+        "PID|1||X\rOBR|1\rOBX|1|NM|1^A^LN||abc\r"
+    ).encode()
+    errors = () if code is AckCode.AA else (ErrorInfo(102, "OBX[4]-5", "not a number"),)
+    ack = build_ack(read_context(raw), code, errors, raw=raw, control_id="PG7", now=FIXED_NOW)
+    strict(ack)
+    assert fields(ack, "MSH")[12] == version
+    assert fields(ack, "MSA")[1:3] == [code.value, f"C{version}"]
+    if errors:
+        where = fields(ack, "ERR")[1 if version < "2.5" else 2]
+        assert where.startswith("OBX^1^5")

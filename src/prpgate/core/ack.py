@@ -387,13 +387,18 @@ def build_ack(
     # MSG (ACK^<trigger>^ACK) from v2.4; before, the trigger is not echoed
     msh9 = comp.join(("ACK", ctx.trigger, "ACK")) if _version_key(version) >= (2, 4) else "ACK"
     enhanced = ctx.mode is AckMode.ENHANCED
-    msh = [
-        "MSH",
-        enc,
+    apps = [
         ctx.receiving_application,
         ctx.receiving_facility,
         ctx.sending_application,
         ctx.sending_facility,
+    ]
+    if _version_key(version) < (2, 3):  # v2.2: MSH-3..6 are ST, not HD
+        apps = [a.split(comp, 1)[0] for a in apps]
+    msh = [
+        "MSH",
+        enc,
+        *apps,
         _timestamp(now),
         "",
         msh9,
