@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from prpgate.cli_outbox import parse_age
 from prpgate.delivery.breaker import BreakerState, CircuitBreaker
 from prpgate.delivery.policy import (
     Verdict,
@@ -16,7 +17,7 @@ from prpgate.delivery.policy import (
     parse_retry_after,
 )
 from prpgate.delivery.write import WriteMode, plan_reapply, plan_write
-from prpgate.errors import DeliveryError
+from prpgate.errors import ConfigError, DeliveryError
 from tests.conftest import FIXED_NOW
 from tests.fhirserver.support import flag_json
 
@@ -135,3 +136,16 @@ def test_breaker_failures_of_writes_started_before_opening_do_not_extend_it() ->
     until = b.open_until
     b.record_failure(FIXED_NOW + timedelta(seconds=1))
     assert b.open_until == until
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("3600s", 3600), ("2", 172800)],
+)
+def test_parse_age_reads_units(text: str, seconds: int) -> None:
+    assert parse_age(text) == timedelta(seconds=seconds)
+
+
+def test_parse_age_refuses_other_text() -> None:
+    with pytest.raises(ConfigError):
+        parse_age("last tuesday")

@@ -379,3 +379,51 @@ def test_worker_logs_no_patient_data() -> None:
         _run(fake, box, clock, lambda w: w.run_once(), parallel=1)
     assert logs
     assert "MRN1" not in json.dumps(logs, default=str)
+
+
+def test_worker_run_delivers_until_stopped_then_returns() -> None:
+    fake, box, clock = FakeFhir(), MemoryOutbox(), ManualClock(FIXED_NOW)
+    _patient_story(box, "p1")
+
+    async def go() -> DeliveryStats:
+        worker, client = _worker(fake, box, clock)
+        stop = asyncio.Event()
+        async with client:
+            task = asyncio.create_task(worker.run(stop))
+            for _ in range(10_000):
+                if box.outbox_stats().counts == {"delivered": 4}:
+                    break
+                await asyncio.sleep(0)
+            stop.set()
+            return await task
+
+    stats = asyncio.run(asyncio.wait_for(go(), timeout=20))
+    assert stats.delivered == 4
+    assert box.outbox_stats().counts == {"delivered": 4}
+
+
+def test_worker_cancelled_mid_write_hands_its_rows_back() -> None:
+    box, clock = MemoryOutbox(), ManualClock(FIXED_NOW)
+    _add(box, "Flag", "f", "p", 1, "active")
+    started = asyncio.Event()
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def go() -> None:
+        client = httpx.AsyncClient(base_url=BASE, transport=httpx.MockTransport(hang))
+        sink = HttpSink(client, mode=WriteMode.CLIENT_ID, clock=clock)
+        worker = OutboxWorker(box, sink, clock)
+        async with client:
+            task = asyncio.create_task(worker.run_once())
+            await started.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(asyncio.wait_for(go(), timeout=20))
+    entry = box.get_outbox(1)
+    assert entry is not None
+    assert (entry.state, entry.next_attempt_at) == ("pending", "")
