@@ -672,3 +672,64 @@ def test_mllp_many_connections_at_once(tmp_path: Path, engine: Engine) -> None:
         assert len(h.rows()) == 120
 
     run(scenario())
+
+
+class PoisonSession:
+    """A store session that fails on one control id, as a bug or a bad row would."""
+
+    def __init__(self, inner: StoreSession) -> None:
+        self.inner = inner
+
+    def add_message(self, record: MessageRecord) -> int:
+        if record.control_id == "POISON":
+            raise sqlite3.OperationalError("simulated failure on one message")
+        return self.inner.add_message(record)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class PoisonStore(GatedStore):
+    @contextlib.contextmanager
+    def session(self) -> Iterator[StoreSession]:
+        with super().session() as s:
+            yield PoisonSession(s)  # type: ignore[misc]
+
+
+def test_mllp_one_bad_message_does_not_fail_its_batch(tmp_path: Path, engine: Engine) -> None:
+    async def scenario() -> None:
+        store = PoisonStore(SqliteStore(tmp_path / "store.sqlite"))
+        async with harness(tmp_path, engine, store=store) as h:
+            reader, writer = await h.connect()
+            ids = ["OK1", "POISON", "OK2", "OK3"]
+            writer.write(b"".join(frame(message(c)) for c in ids))
+            await wait_for(lambda: h.events.frames == 4)
+            store.gate.set()
+            acks = await read_frames(reader, 4)
+            assert [msa(a)[1:3] for a in acks] == [
+                ["AA", "OK1"],
+                ["AR", "POISON"],
+                ["AA", "OK2"],
+                ["AA", "OK3"],
+            ]
+            writer.close()
+        assert [r["control_id"] for r in h.rows()] == ["OK1", "OK2", "OK3"]
+
+    run(scenario())
+
+
+def test_mllp_connections_over_the_limit_are_refused(tmp_path: Path, engine: Engine) -> None:
+    async def scenario() -> None:
+        async with harness(tmp_path, engine, max_connections=1) as h:
+            r1, w1 = await h.connect()
+            w1.write(frame(message("LIM1")))
+            await read_frames(r1, 1)
+            r2, w2 = await h.connect()
+            assert await closed_by_server(r2)
+            w1.write(frame(message("LIM2")))
+            [ack] = await read_frames(r1, 1)  # the first connection is unaffected
+            assert msa(ack)[2] == "LIM2"
+            w1.close()
+            w2.close()
+
+    run(scenario())
