@@ -495,7 +495,6 @@ class MllpListener:
     async def _answer(self, item: _Pending) -> list[Ack]:
         """Wait for the commit, then build the acknowledgments the sender asked for."""
         assert item.future is not None
-        now = self._clock.now()
         if item.oversize is not None:
             committed = True
             try:
@@ -503,6 +502,7 @@ class MllpListener:
             except StoreError:
                 committed = False
                 self._events.fault("store")
+            now = self._clock.now()  # MSH-7 of the ACK: after the commit
             size = item.oversize.size
             errors: tuple[ErrorInfo, ...] = (
                 ErrorInfo(
@@ -516,12 +516,14 @@ class MllpListener:
         try:
             result = await item.future
         except StoreError as exc:
+            now = self._clock.now()
             self._events.fault("store")
             _log.error("store failed; answering so the sender retries", error=exc.args[0])
             errors = (ErrorInfo(207, "message", "the message could not be stored; send again"),)
             codes = plan(item.ctx, AckCode.AR, committed=False)
             return [self._build(item, c, errors, now) for c in codes]
         assert isinstance(result, Ingested)
+        now = self._clock.now()
         self._events.processed(result)
         self._log_result(result)
         codes = plan(item.ctx, result.ack, committed=True)
