@@ -110,6 +110,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, id);
 CREATE INDEX IF NOT EXISTS outbox_active ON outbox (patient_key, id)
     WHERE state IN ('pending', 'retry', 'inflight');
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (id)
+    WHERE state IN ('pending', 'retry', 'inflight');
 CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (delivered_at) WHERE state = 'delivered';
 CREATE INDEX IF NOT EXISTS outbox_message ON outbox (message_id);
 CREATE TABLE IF NOT EXISTS explanations (

@@ -102,7 +102,7 @@ class SqliteOutboxMixin:
         with self._outbox_tx() as db:
             rows = db.execute(
                 "SELECT o.id, o.identifier, o.kind, o.patient_key, o.version, o.resource,"  # noqa: S608 - fixed state list
-                " o.attempts, o.claim, m.received_at FROM outbox o"
+                " o.attempts, o.claim, m.received_at FROM outbox o INDEXED BY outbox_due"
                 " JOIN messages m ON m.id = o.message_id"
                 f" WHERE o.state IN {_ACTIVE} AND o.next_attempt_at <= ?"
                 " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.patient_key = o.patient_key"
