@@ -22,7 +22,7 @@ from hl7apy.parser import parse_message
 
 from prpgate.config import Settings
 from prpgate.core import er7
-from prpgate.core.pipeline import evaluate, read
+from prpgate.core.pipeline import Engine, evaluate, read
 from prpgate.engine import build_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,10 @@ def cbc_messages() -> list[bytes]:
         for piece in er7.split_messages((ROOT / "fixtures" / name).read_bytes()):
             out.append(piece.data.replace(b"\r\n", b"\r").replace(b"\n", b"\r"))
     return out
+
+
+def _has_finding(engine: Engine, raw: bytes) -> bool:
+    return bool(evaluate(read(raw, engine), {}, engine, seq=1).emitted)
 
 
 def per_message_us(fn: Callable[[bytes], object], msgs: list[bytes], *, seconds: float) -> float:
@@ -92,6 +96,14 @@ def main() -> int:
         "prpgate_tokenizer_us": per_message_us(tokenizer_only, msgs, seconds=seconds),
         "python_hl7_parse_us": per_message_us(python_hl7, msgs, seconds=seconds),
         "hl7apy_parse_us": per_message_us(hl7apy_parse, msgs, seconds=seconds / 2),
+        # the same pipeline on the CBCs without a finding, and on those with one (each
+        # finding builds a DetectedIssue and a Flag and validates both with R4B models)
+        "prpgate_pipeline_normal_us": per_message_us(
+            ours, [m for m in msgs if not _has_finding(engine, m)], seconds=seconds
+        ),
+        "prpgate_pipeline_finding_us": per_message_us(
+            ours, [m for m in msgs if _has_finding(engine, m)], seconds=seconds
+        ),
     }
     figures["ratio_python_hl7_over_pipeline"] = (
         figures["python_hl7_parse_us"] / figures["prpgate_pipeline_us"]
@@ -107,6 +119,8 @@ def main() -> int:
         f"  prpgate parse+map+evaluate+build  {figures['prpgate_pipeline_us']:9.1f} µs"
         "   (target <= 100 µs)"
     )
+    print(f"    of which CBCs with no finding   {figures['prpgate_pipeline_normal_us']:9.1f} µs")
+    print(f"    of which CBCs with a finding    {figures['prpgate_pipeline_finding_us']:9.1f} µs")
     print(f"  prpgate tokenizer alone           {figures['prpgate_tokenizer_us']:9.1f} µs")
     print(
         f"  python-hl7 hl7.parse (baseline)   {figures['python_hl7_parse_us']:9.1f} µs"
