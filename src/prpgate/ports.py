@@ -389,8 +389,10 @@ class OutboxStore(Protocol):
         """Delete delivered rows whose delivery is older than ``before``; returns how many."""
         ...
 
-    def outbox_stats(self) -> OutboxStats:
-        """Depth per state and the arrival time of the oldest undelivered row."""
+    def outbox_stats(self, *, include_done: bool = True) -> OutboxStats:
+        """Depth per state and the arrival time of the oldest undelivered row (the row
+        first in line). ``include_done=False`` counts only pending, retry and in-flight
+        rows, cheaply, however many delivered rows are kept."""
         ...
 
 

@@ -439,3 +439,62 @@ def test_delivery_server_max_age_makes_old_failures_dead(
     (dead,) = db.list_outbox(state="dead")
     assert "gave up" in dead.last_error
     db.close()
+
+
+def _enqueue_story(db: SqliteStore, versions: tuple[int, ...]) -> None:
+    story = {
+        1: (("DetectedIssue", "di", "final"), ("Flag", "fl", "active")),
+        2: (("DetectedIssue", "di", "entered-in-error"), ("Flag", "fl", "inactive")),
+    }
+    for version in versions:
+        for kind, ident, status in story[version]:
+            SqliteFiller(db).enqueue(
+                identifier=ident,
+                kind=kind,
+                patient_key="urn:oid:1.2.3|CONFLICT",
+                version=version,
+                resource=resource_for(kind, ident, status, "CONFLICT"),
+                received_at=datetime.now(UTC),
+            )
+
+
+def test_delivery_server_conditional_409_is_re_read_and_re_applied(
+    tmp_path: Path, server: FhirServer, engine: Engine
+) -> None:
+    path = tmp_path / "s.sqlite"
+    db = fill(path, engine, patients=0, fixtures=False)
+    cfg = settings(path, server, fhir_write_mode="conditional")
+    _enqueue_story(db, (1,))
+    server.fault("409", count=1)  # the conditional create meets a conflict: write again
+    assert deliver(cfg, db).delivered == 2
+    _enqueue_story(db, (2,))
+    server.fault("409", count=1)  # the conditional update meets one: re-read, If-Match
+    assert deliver(cfg, db).delivered == 2
+    snap = server.snapshot()
+    check_exactly_once(db, snap)
+    reapplied = [w for w in snap["log"] if w["method"] == "PUT" and w["query"] == ""]
+    assert len(reapplied) == 1
+    assert reapplied[0]["status"] == 200
+    assert reapplied[0]["resource_status"] == "entered-in-error"
+
+
+def test_delivery_server_resolves_the_patient_reference(
+    tmp_path: Path, server: FhirServer, engine: Engine
+) -> None:
+    path = tmp_path / "s.sqlite"
+    db = fill(path, engine, patients=2, fixtures=False)
+    pid = server.seed(
+        {"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.3", "value": "SYN0000"}]}
+    )
+    stats = deliver(settings(path, server, fhir_resolve_patients=True), db)
+    assert stats.delivered == 8
+    current = [v[-1] for v in server.snapshot()["resources"].values()]
+    refs = {
+        (r.get("patient") or r.get("subject") or {}).get("identifier", {}).get("value"): (
+            r.get("patient") or r.get("subject") or {}
+        ).get("reference")
+        for r in current
+        if r["resourceType"] != "Patient"
+    }
+    assert refs == {"SYN0000": f"Patient/{pid}", "SYN0001": None}
+    db.close()

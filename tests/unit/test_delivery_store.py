@@ -194,3 +194,17 @@ def test_outbox_list_filters_by_state_newest_first(outbox: Pair) -> None:
     assert [e.id for e in outbox.store.list_outbox()] == [b, a]
     assert [e.id for e in outbox.store.list_outbox(patient_key="p1")] == [a]
     assert outbox.store.list_outbox(state="dead") == []
+
+
+def test_outbox_stats_without_done_rows_counts_only_undelivered(outbox: Pair) -> None:
+    outbox.add("a", "p1")
+    b = outbox.add("b", "p2")
+    first, _ = outbox.store.claim_due(FIXED_NOW, limit=10, lease=LEASE)
+    outbox.store.mark_delivered(
+        first, now=FIXED_NOW, attempts=1, status=201, server_id="", server_version=""
+    )
+    assert outbox.store.outbox_stats().counts == {"delivered": 1, "inflight": 1}
+    active = outbox.store.outbox_stats(include_done=False)
+    assert active.counts == {"inflight": 1}
+    assert active.next_attempt_at == (FIXED_NOW + LEASE).isoformat(timespec="microseconds")
+    assert outbox.store.get_outbox(b) is not None

@@ -168,13 +168,13 @@ class OutboxWorker:
                     continue
                 if ending or mode is _Mode.ONCE:
                     break
-                outbox = await self._db(self.store.outbox_stats)
+                outbox = await self._db(self.store.outbox_stats, include_done=False)
                 self._check_cleared(outbox)
                 if mode is _Mode.DRAIN and outbox.undelivered == 0:
                     break
                 await self._pause(self._idle_wait(now, outbox, mode, deadline), stop)
             if mode is not _Mode.FOREVER and self.in_backlog:
-                self._check_cleared(await self._db(self.store.outbox_stats))
+                self._check_cleared(await self._db(self.store.outbox_stats, include_done=False))
         finally:
             self._pool.shutdown(wait=True)
             for task, delivery in tasks.items():
@@ -313,13 +313,14 @@ class OutboxWorker:
         )
         stats.retried += 1
         if not self.in_backlog:
+            waiting = await self._db(self.store.outbox_stats, include_done=False)
             self.in_backlog = True
             self._backlog_since = now
             self._log.warning(
                 "delivery backlog started",
                 cause=_cause(reason),
                 status=status,
-                undelivered=(await self._db(self.store.outbox_stats)).undelivered,
+                undelivered=waiting.undelivered,
                 breaker_open=opened,
             )
 

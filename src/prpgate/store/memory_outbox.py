@@ -263,12 +263,15 @@ class MemoryOutbox:
             del self._rows[oid]
         return len(gone)
 
-    def outbox_stats(self) -> OutboxStats:
-        """Depth per state and the arrival time of the oldest undelivered row."""
+    def outbox_stats(self, *, include_done: bool = True) -> OutboxStats:
+        """Depth per state and the arrival time of the oldest undelivered row (the row
+        first in line); ``include_done=False`` counts only undelivered rows."""
         counts: dict[str, int] = {}
         for r in self._rows.values():
-            counts[r.entry.state] = counts.get(r.entry.state, 0) + 1
-        waiting = [r.received_at for r in self._rows.values() if r.entry.state in _ACTIVE]
+            if include_done or r.entry.state in _ACTIVE:
+                counts[r.entry.state] = counts.get(r.entry.state, 0) + 1
+        active = [r for _, r in sorted(self._rows.items()) if r.entry.state in _ACTIVE]
+        waiting = [active[0].received_at] if active else []
         times = [r.entry.next_attempt_at for r in self._rows.values() if r.entry.state in _ACTIVE]
         return OutboxStats(
             counts=counts,

@@ -284,18 +284,27 @@ class SqliteOutboxMixin:
             )
             return cur.rowcount
 
-    def outbox_stats(self) -> OutboxStats:
-        """Depth per state and the arrival time of the oldest undelivered row."""
-        counts = {
-            str(s): int(n)
-            for s, n in self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
-        }
+    def outbox_stats(self, *, include_done: bool = True) -> OutboxStats:
+        """Depth per state and the arrival time of the oldest undelivered row.
+
+        ``include_done=False`` counts only undelivered rows (pending, retry, in flight):
+        cheap however many delivered rows the store keeps.
+        """
+        if include_done:
+            sql = "SELECT state, COUNT(*) FROM outbox GROUP BY state"
+        else:
+            sql = (
+                "SELECT state, COUNT(*) FROM outbox INDEXED BY outbox_due"  # noqa: S608 - fixed state list
+                f" WHERE state IN {_ACTIVE} GROUP BY state"
+            )
+        counts = {str(s): int(n) for s, n in self._db.execute(sql)}
         oldest = self._db.execute(
-            "SELECT MIN(m.received_at) FROM outbox o JOIN messages m ON m.id = o.message_id"  # noqa: S608 - fixed state list
-            f" WHERE o.state IN {_ACTIVE}"
+            "SELECT m.received_at FROM outbox o INDEXED BY outbox_due"  # noqa: S608 - fixed state list
+            f" JOIN messages m ON m.id = o.message_id WHERE o.state IN {_ACTIVE}"
+            " ORDER BY o.id LIMIT 1"
         ).fetchone()
         nxt = self._db.execute(
-            "SELECT MIN(next_attempt_at) FROM outbox"  # noqa: S608 - fixed state list
+            "SELECT MIN(next_attempt_at) FROM outbox INDEXED BY outbox_due"  # noqa: S608 - fixed state list
             f" WHERE state IN {_ACTIVE}"
         ).fetchone()
         return OutboxStats(
