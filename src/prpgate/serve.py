@@ -39,6 +39,7 @@ from prometheus_client import (
 
 from prpgate.config import Settings
 from prpgate.core.pipeline import Disposition, Engine
+from prpgate.delivery.wiring import open_worker
 from prpgate.engine import build_engine
 from prpgate.errors import ConfigError, StoreError
 from prpgate.ingest import Ingested, ingest
@@ -473,6 +474,7 @@ async def serve(
         return bool(detail["mllp"] and detail["store"]), detail
 
     http = HealthServer(settings.http_host, settings.http_port, ready=ready, metrics=metrics.render)
+    delivery = _start_delivery(settings, stop) if settings.fhir_base_url else None
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     try:
@@ -500,4 +502,25 @@ async def serve(
         await http.stop()
         await listener.stop(settings.shutdown_grace)
         await writer.stop()
+        if delivery is not None:
+            stop.set()  # the worker finishes the writes it has in flight, then returns
+            await delivery
         _log.info("stopped")
+
+
+def _start_delivery(settings: Settings, stop: asyncio.Event) -> asyncio.Task[None]:
+    """Run the outbox worker beside the listener, on its own store connection (WAL lets
+    it read and mark rows while the writer commits)."""
+
+    async def deliver() -> None:
+        store = SqliteStore(settings.store, durable=settings.durable)
+        try:
+            async with open_worker(settings, store) as worker:
+                stats = await worker.run(stop)
+                _log.info("delivery stopped", delivered=stats.delivered)
+        except Exception:  # top of a worker: log with context, never take serve down
+            _log.exception("delivery worker failed")
+        finally:
+            store.close()
+
+    return asyncio.create_task(deliver(), name="prpgate-delivery")
