@@ -44,7 +44,7 @@ from prpgate.engine import build_engine
 from prpgate.errors import ConfigError, StoreError
 from prpgate.ingest import Ingested, ingest
 from prpgate.listeners.mllp import MllpConfig, MllpListener
-from prpgate.ports import Clock, MessageRecord, Store, StoreSession
+from prpgate.ports import Clock, MessageRecord, OutboxStats, Store, StoreSession
 from prpgate.store.sqlite import SqliteStore
 
 __all__ = [
@@ -113,7 +113,14 @@ class ServeMetrics:
             registry=r,
         )
         self.outbox_depth = Gauge(
-            "prpgate_outbox_depth", "Outbox rows waiting for delivery.", registry=r
+            "prpgate_outbox_depth",
+            "Outbox rows not yet delivered (pending, retry, in flight).",
+            registry=r,
+        )
+        self.outbox_oldest_age = Gauge(
+            "prpgate_outbox_oldest_undelivered_seconds",
+            "Age of the oldest undelivered outbox row (0 when none).",
+            registry=r,
         )
         self.duplicates = Counter(
             "prpgate_duplicates", "Retransmits answered with the original ACK.", registry=r
@@ -287,9 +294,6 @@ class StoreWriter:
         if self._metrics is not None:
             self._metrics.commit_latency.observe(time.perf_counter() - started)
             self._metrics.batch_size.observe(len(batch))
-            added = sum(len(o.emitted) for o in outcomes if isinstance(o, Ingested))
-            if added:
-                self._metrics.outbox_depth.inc(added)
         return outcomes
 
     def _apply(self, session: StoreSession, job: _Job) -> object:
@@ -323,7 +327,7 @@ class HealthServer:
         port: int,
         *,
         ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]],
-        metrics: Callable[[], bytes],
+        metrics: Callable[[], Awaitable[bytes]],
     ) -> None:
         self._host, self._port = host, port
         self._ready = ready
@@ -382,7 +386,7 @@ class HealthServer:
         if target == "/healthz":
             return 200, "application/json", b'{"status":"ok"}\n'
         if target == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, self._metrics()
+            return 200, CONTENT_TYPE_LATEST, await self._metrics()
         ok, detail = await self._ready()
         body = json.dumps({"status": "ready" if ok else "not ready", **detail}).encode() + b"\n"
         return (200 if ok else 503), "application/json", body
@@ -416,8 +420,26 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
-def _count_pending(store: Store) -> int:
-    return sum(1 for row in store.iter_outbox() if row.state == "pending")
+async def _refresh_outbox(writer: StoreWriter, metrics: ServeMetrics) -> None:
+    """Set the outbox gauges from the store at scrape time (the worker may run in this
+    process or another, so only the store knows the depth)."""
+    try:
+        stats = await writer.call(_outbox_stats, timeout=10.0)
+    except StoreError:
+        return  # the store is unreachable: /readyz says so; keep the last values
+    metrics.outbox_depth.set(stats.undelivered)
+    age = 0.0
+    if stats.oldest_undelivered:
+        oldest = datetime.fromisoformat(stats.oldest_undelivered)
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        age = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+    metrics.outbox_oldest_age.set(age)
+
+
+def _outbox_stats(store: Store) -> OutboxStats:
+    assert isinstance(store, SqliteStore)  # serve runs on the SQLite store
+    return store.outbox_stats(include_done=False)
 
 
 async def serve(
@@ -473,12 +495,16 @@ async def serve(
             detail["error"] = exc.args[0]
         return bool(detail["mllp"] and detail["store"]), detail
 
-    http = HealthServer(settings.http_host, settings.http_port, ready=ready, metrics=metrics.render)
+    async def render_metrics() -> bytes:
+        await _refresh_outbox(writer, metrics)
+        return metrics.render()
+
+    http = HealthServer(settings.http_host, settings.http_port, ready=ready, metrics=render_metrics)
     delivery = _start_delivery(settings, stop) if settings.fhir_base_url else None
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     try:
-        metrics.outbox_depth.set(await writer.call(_count_pending, timeout=120.0))
+        await _refresh_outbox(writer, metrics)
         try:
             await listener.start()
             if settings.http_enabled:

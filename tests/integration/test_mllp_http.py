@@ -22,7 +22,12 @@ def server(ready: bool) -> HealthServer:
     async def probe() -> tuple[bool, dict[str, Any]]:
         return ready, {"store": ready, "mllp": True}
 
-    return HealthServer("127.0.0.1", 0, ready=probe, metrics=ServeMetrics().render)
+    metrics = ServeMetrics()
+
+    async def render() -> bytes:
+        return metrics.render()
+
+    return HealthServer("127.0.0.1", 0, ready=probe, metrics=render)
 
 
 def test_health_http_routes_and_errors() -> None:

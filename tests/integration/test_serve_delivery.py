@@ -44,12 +44,22 @@ def test_serve_delivers_what_it_acked_to_the_clinic_server(tmp_path: Path) -> No
                     break
                 time.sleep(0.1)
             time.sleep(0.5)  # a duplicate write, were there one, would land by now
+            depth = ""
+            while time.monotonic() < deadline:  # the gauge reads the store at scrape time
+                text = server.http("/metrics")[2]
+                depth = next(
+                    line for line in text.splitlines() if line.startswith("prpgate_outbox_depth ")
+                )
+                if depth == "prpgate_outbox_depth 0.0":
+                    break
+                time.sleep(0.1)
             snapshot = fhir.snapshot()
             held = _resources(snapshot)
             versions = snapshot["resources"]
             server.stop()
     finally:
         fhir.stop()
+    assert depth == "prpgate_outbox_depth 0.0"  # delivered rows leave the depth
     # exactly one resource per output, each written once
     assert sorted(r["resourceType"] for r in held) == ["DetectedIssue", "Flag"]
     assert all(len(v) == 1 for v in versions.values())
