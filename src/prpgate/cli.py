@@ -15,12 +15,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from prpgate.config import Settings, load_settings
+from prpgate.cli_support import EXIT_FAILED, EXIT_OK, ConfigOpt, JsonOpt, MappingsOpt, StoreOpt
+from prpgate.cli_support import cli_settings as _settings
+from prpgate.cli_support import fail as _fail
+from prpgate.config import Settings
 from prpgate.engine import build_engine
-from prpgate.errors import ConfigError, MappingError, StoreError
+from prpgate.errors import MappingError, StoreError
 from prpgate.explain import message_report, render_message
 from prpgate.ingest import Ingested
-from prpgate.logs import configure_logging
 from prpgate.replay import ReplayStats, discover, replay
 from prpgate.store.sqlite import SqliteStore, patient_hash
 
@@ -33,31 +35,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="SQLite store file.")]
-MappingsOpt = Annotated[Path | None, typer.Option("--mappings", help="Mappings folder.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Settings file (TOML).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-
 
 class _SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def _settings(config: Path | None, **overrides: Any) -> Settings:
-    try:
-        settings = load_settings(config, **overrides)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from exc
-    configure_logging(fmt=settings.log_format, level=settings.log_level, log_phi=settings.log_phi)
-    return settings
 
 
 def _open_store(settings: Settings) -> SqliteStore:

@@ -25,7 +25,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from prpgate.config import Settings, load_settings
+from prpgate.cli_support import EXIT_FAILED, EXIT_OK, ConfigOpt, JsonOpt, StoreOpt
+from prpgate.cli_support import cli_settings as _settings
+from prpgate.cli_support import fail as _fail
+from prpgate.config import Settings
 from prpgate.core.pipeline import Outcome
 from prpgate.core.state import PatientState
 from prpgate.delivery.outbox import DeliveryStats, outbox_metrics
@@ -33,7 +36,6 @@ from prpgate.delivery.wiring import open_worker
 from prpgate.engine import build_engine
 from prpgate.errors import ConfigError, MappingError, StoreError
 from prpgate.ingest import ingest
-from prpgate.logs import configure_logging
 from prpgate.ports import MessageRecord, OutboxEntry, PriorMessage, StoreSession
 from prpgate.store.sqlite import SqliteStore, patient_hash
 
@@ -50,11 +52,7 @@ __all__ = [
     "register",
 ]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="SQLite store file.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Settings file (TOML).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 LimitOpt = Annotated[int, typer.Option("--limit", help="At most this many rows.")]
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -70,20 +68,6 @@ def parse_age(text: str) -> timedelta:
     if not m:
         raise ConfigError(f"not an age: {text!r} (use e.g. 30d, 12h, 90m)")
     return timedelta(seconds=float(m.group(1)) * _UNIT[m.group(2)])
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code)
-
-
-def _settings(config: Path | None, **overrides: Any) -> Settings:
-    try:
-        settings = load_settings(config, **overrides)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from exc
-    configure_logging(fmt=settings.log_format, level=settings.log_level, log_phi=settings.log_phi)
-    return settings
 
 
 @contextmanager

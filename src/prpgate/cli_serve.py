@@ -9,21 +9,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from prpgate.cli_support import fail as _fail
 from prpgate.config import load_settings
 from prpgate.errors import ConfigError, MappingError, StoreError
 from prpgate.logs import configure_logging
 from prpgate.serve import serve
 
 __all__ = ["register", "serve_cmd"]
-
-EXIT_USAGE = 2
-
-
-def _fail(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(EXIT_USAGE)
 
 
 def serve_cmd(

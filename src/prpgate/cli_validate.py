@@ -10,18 +10,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from prpgate.config import Settings, load_settings
+from prpgate.cli_support import EXIT_FAILED, ConfigOpt, MappingsOpt
+from prpgate.cli_support import cli_settings as _settings
+from prpgate.cli_support import fail as _fail
 from prpgate.engine import build_engine
-from prpgate.errors import ConfigError, MappingError, StoreError
+from prpgate.errors import MappingError, StoreError
 from prpgate.junit import write_junit
-from prpgate.logs import configure_logging
 from prpgate.mapping_schema import json_schema
 from prpgate.mappings_loader import load_mappings
 from prpgate.replay import discover
@@ -31,30 +32,12 @@ from prpgate.validation.report import CheckKind, Status, ValidationReport
 
 __all__ = ["mappings_check_cmd", "register", "validate_cmd"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _MAX_ROWS = 200
 _STATUS_TEXT = {
     Status.PASSED: "[green]pass[/green]",
     Status.FAILED: "[red]FAIL[/red]",
     Status.SKIPPED: "[dim]skip[/dim]",
 }
-
-MappingsOpt = Annotated[Path | None, typer.Option("--mappings", help="Mappings folder.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Settings file (TOML).")]
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code)
-
-
-def _settings(config: Path | None, **overrides: Any) -> Settings:
-    try:
-        settings = load_settings(config, **overrides)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from exc
-    configure_logging(fmt=settings.log_format, level=settings.log_level, log_phi=settings.log_phi)
-    return settings
 
 
 def _expectations(
