@@ -15,16 +15,24 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from prpgate.cli_support import EXIT_FAILED, EXIT_OK, ConfigOpt, JsonOpt, MappingsOpt, StoreOpt
+from prpgate.cli_support import (
+    EXIT_FAILED,
+    EXIT_OK,
+    ConfigOpt,
+    JsonOpt,
+    MappingsOpt,
+    StoreOpt,
+    open_store,
+)
 from prpgate.cli_support import cli_settings as _settings
 from prpgate.cli_support import fail as _fail
 from prpgate.config import Settings
 from prpgate.engine import build_engine
-from prpgate.errors import MappingError, StoreError
+from prpgate.errors import MappingError
 from prpgate.explain import message_report, render_message
 from prpgate.ingest import Ingested
 from prpgate.replay import ReplayStats, discover, replay
-from prpgate.store.sqlite import SqliteStore, patient_hash
+from prpgate.store.sqlite import patient_hash
 
 __all__ = ["app", "explain_cmd", "replay_cmd"]
 
@@ -39,13 +47,6 @@ app = typer.Typer(
 class _SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
-
-
-def _open_store(settings: Settings) -> SqliteStore:
-    try:
-        return SqliteStore(settings.store, durable=settings.durable)
-    except StoreError as exc:
-        raise _fail(str(exc)) from exc
 
 
 @app.command("replay")
@@ -74,7 +75,6 @@ def replay_cmd(
         engine = build_engine(settings)
     except MappingError as exc:
         raise _fail(f"mappings: {exc}") from exc
-    db = _open_store(settings)
     out = Console(highlight=False)
     err = Console(stderr=True)
     decisions: list[tuple[str, str, str, str, str, str]] = []
@@ -114,20 +114,15 @@ def replay_cmd(
                     decisions.append((control, e.kind.value, e.rule, severity, e.status, e.event))
             progress.update(task, advance=len(item.reading.raw), msgs=seen)
 
-    try:
-        with progress:
-            stats = replay(
-                db,
-                engine,
-                files,
-                clock=_SystemClock(),
-                batch=settings.replay_batch,
-                on_commit=committed,
-            )
-    except StoreError as exc:
-        raise _fail(f"store: {exc}", EXIT_FAILED) from exc
-    finally:
-        db.close()
+    with open_store(settings, must_exist=False) as db, progress:
+        stats = replay(
+            db,
+            engine,
+            files,
+            clock=_SystemClock(),
+            batch=settings.replay_batch,
+            on_commit=committed,
+        )
     if as_json:
         sys.stdout.write(json.dumps(_summary_json(stats, settings)) + "\n")
         sys.stdout.flush()
@@ -210,10 +205,7 @@ def explain_cmd(
     if (target is None) == (patient is None):
         raise _fail("give a message (control id or store id) or --patient MRN, not both")
     settings = _settings(config, store=store)
-    if not settings.store.exists():
-        raise _fail(f"no store at {settings.store}")
-    db = _open_store(settings)
-    try:
+    with open_store(settings) as db:
         if patient is not None:
             rows = db.list_messages(limit=limit, patient_hash=patient_hash(patient))
             rows.reverse()
@@ -239,8 +231,6 @@ def explain_cmd(
                 for key in db.patient_keys(patient)
                 for o in db.outputs(patient_key=key)
             ]
-    finally:
-        db.close()
     if as_json:
         sys.stdout.write(
             json.dumps({"messages": reports, **extra}, ensure_ascii=False, indent=2) + "\n"

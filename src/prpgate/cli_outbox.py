@@ -13,8 +13,8 @@ import json
 import re
 import signal
 import sys
-from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,13 +28,14 @@ from rich.table import Table
 from prpgate.cli_support import EXIT_FAILED, EXIT_OK, ConfigOpt, JsonOpt, StoreOpt
 from prpgate.cli_support import cli_settings as _settings
 from prpgate.cli_support import fail as _fail
+from prpgate.cli_support import open_store as _store
 from prpgate.config import Settings
 from prpgate.core.pipeline import Outcome
 from prpgate.core.state import PatientState
 from prpgate.delivery.outbox import DeliveryStats, outbox_metrics
 from prpgate.delivery.wiring import open_worker
 from prpgate.engine import build_engine
-from prpgate.errors import ConfigError, MappingError, StoreError
+from prpgate.errors import ConfigError, MappingError
 from prpgate.ingest import ingest
 from prpgate.ports import MessageRecord, OutboxEntry, PriorMessage, StoreSession
 from prpgate.store.sqlite import SqliteStore, patient_hash
@@ -68,22 +69,6 @@ def parse_age(text: str) -> timedelta:
     if not m:
         raise ConfigError(f"not an age: {text!r} (use e.g. 30d, 12h, 90m)")
     return timedelta(seconds=float(m.group(1)) * _UNIT[m.group(2)])
-
-
-@contextmanager
-def _store(settings: Settings, *, must_exist: bool = True) -> Iterator[SqliteStore]:
-    if must_exist and not settings.store.exists():
-        raise _fail(f"no store at {settings.store}")
-    try:
-        db = SqliteStore(settings.store, durable=settings.durable)
-    except StoreError as exc:
-        raise _fail(str(exc)) from exc
-    try:
-        yield db
-    except StoreError as exc:
-        raise _fail(f"store: {exc}", EXIT_FAILED) from exc
-    finally:
-        db.close()
 
 
 def _now() -> datetime:

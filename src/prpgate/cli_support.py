@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,8 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from prpgate.config import Settings, load_settings
-from prpgate.errors import ConfigError
+from prpgate.errors import ConfigError, StoreError
 from prpgate.logs import configure_logging
+from prpgate.store.sqlite import SqliteStore
 
 __all__ = [
     "EXIT_FAILED",
@@ -23,6 +26,7 @@ __all__ = [
     "StoreOpt",
     "cli_settings",
     "fail",
+    "open_store",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -48,3 +52,21 @@ def cli_settings(config: Path | None, **overrides: Any) -> Settings:
         raise fail(str(exc)) from exc
     configure_logging(fmt=settings.log_format, level=settings.log_level, log_phi=settings.log_phi)
     return settings
+
+
+@contextmanager
+def open_store(settings: Settings, *, must_exist: bool = True) -> Iterator[SqliteStore]:
+    """The configured store for one command, closed afterwards. A store that is missing
+    (when it must exist) or cannot open exits 2; a store error while in use exits 1."""
+    if must_exist and not settings.store.exists():
+        raise fail(f"no store at {settings.store}")
+    try:
+        db = SqliteStore(settings.store, durable=settings.durable)
+    except StoreError as exc:
+        raise fail(str(exc)) from exc
+    try:
+        yield db
+    except StoreError as exc:
+        raise fail(f"store: {exc}", EXIT_FAILED) from exc
+    finally:
+        db.close()
