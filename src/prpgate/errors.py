@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "BuildError",
     "ConfigError",
     "DeliveryError",
     "FramingError",
@@ -75,6 +76,10 @@ class MappingError(PrpgateError):
         self.reason = reason
         self.file = file
         self.key = key
+
+
+class BuildError(PrpgateError):
+    """An output resource failed R4B validation: a bug, or a value FHIR cannot carry."""
 
 
 class RuleError(PrpgateError):

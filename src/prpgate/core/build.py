@@ -15,11 +15,11 @@ from typing import Any
 
 from fhir.resources.R4B.detectedissue import DetectedIssue
 from fhir.resources.R4B.flag import Flag
-from pydantic import ValidationError
 
+from prpgate.core.fhir_check import ShapeChecker
 from prpgate.core.model import Coding, Normalised, PatientId
 from prpgate.core.rules import FlagChange, IssueChange
-from prpgate.errors import PrpgateError
+from prpgate.errors import BuildError
 
 __all__ = [
     "BuildError",
@@ -35,10 +35,6 @@ __all__ = [
 _LOINC_SYSTEMS = {"LN", "LOINC", "HTTP://LOINC.ORG", "2.16.840.1.113883.6.1"}
 _FLAG_CATEGORY = "http://terminology.hl7.org/CodeSystem/flag-category"
 _FLAG_DETAIL = "http://hl7.org/fhir/StructureDefinition/flag-detail"
-
-
-class BuildError(PrpgateError):
-    """A resource failed R4B validation: a bug or a mapping value FHIR cannot carry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,23 +75,19 @@ def _dump(resource: dict[str, Any]) -> str:
     return json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
 
 
-_MODELS: dict[str, type[DetectedIssue] | type[Flag]] = {
-    "DetectedIssue": DetectedIssue,
-    "Flag": Flag,
-}
+# A memo of what the R4B models said about each shape of output (see core/fhir_check.py).
+_CHECKER = ShapeChecker({"DetectedIssue": DetectedIssue, "Flag": Flag})
 
 
 def validate_resource(resource_json: str) -> None:
     """Validate an emitted resource against its fhir.resources R4B model.
 
     The pipeline calls this for every resource version it emits (one that differs
-    from what the store holds) before it goes to the outbox. Raises BuildError.
+    from what the store holds) before it goes to the outbox: in full with the model
+    the first time a shape of resource is seen, then value by value with the R4B
+    primitive types (``ShapeChecker``). Raises BuildError.
     """
-    try:
-        data = json.loads(resource_json)
-        _MODELS[data["resourceType"]].model_validate(data)
-    except (ValidationError, KeyError, ValueError) as exc:
-        raise BuildError(f"resource failed R4B validation: {exc}") from exc
+    _CHECKER.check(resource_json)
 
 
 def _patient_ref(patient: PatientId) -> dict[str, Any]:
