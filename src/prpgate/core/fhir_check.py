@@ -177,7 +177,7 @@ class ShapeChecker:
             self._index[key] = index
         return index
 
-    def _adapter(self, annotation: object) -> int:
+    def _adapter(self, annotation: Any) -> int:
         if annotation in self._index:
             return self._index[annotation]
         return self._register(annotation, TypeAdapter(annotation).validate_python)
