@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 
+from prpgate.core.values import fast_init
+
 __all__ = [
     "Coding",
     "Comparator",
@@ -191,3 +193,6 @@ class Normalised:
     sent_value: Decimal
     ucum: str
     factor: Decimal
+
+
+fast_init(Coding, PatientId, Patient, ResultKey, LabResult, Unmapped, Normalised)

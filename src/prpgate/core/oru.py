@@ -16,6 +16,7 @@ from urllib.parse import quote
 from prpgate.core import er7
 from prpgate.core.model import Coding, LabResult, Patient, PatientId, ResultKey, ResultStatus
 from prpgate.core.timestamps import parse_ts
+from prpgate.core.values import fast_init
 from prpgate.errors import ParseError
 
 __all__ = [
@@ -105,13 +106,31 @@ class OruReading:
     warnings: tuple[str, ...]
 
 
-def _hd(seg: er7.Segment, n: int, d: er7.Delimiters) -> str:
+def _components(raw: str, d: er7.Delimiters) -> list[str]:
+    """Decoded components (sub-component 1 of each) of a raw field's first repetition."""
+    if d.repetition in raw:
+        raw = raw.split(d.repetition, 1)[0]
+    parts = raw.split(d.component)
+    if d.subcomponent in raw:
+        parts = [p.split(d.subcomponent, 1)[0] for p in parts]
+    if d.escape and d.escape in raw:
+        parts = [er7.unescape(p, d) for p in parts]
+    return parts
+
+
+def _hd(raw: str, d: er7.Delimiters) -> str:
     """An HD field rendered as an identity: the namespace id, else the universal id.
 
     The namespace is what mapping authors see and write in senders.yaml; the
     er7 charset override matches on it too.
     """
-    return er7.value(seg, n, 1, 1, delims=d) or er7.value(seg, n, 1, 2, delims=d)
+    if not raw:
+        return ""
+    comps = _components(raw, d)
+    return comps[0] or (comps[1] if len(comps) > 1 else "")
+
+
+_MSH_FIELDS = 19  # MSH-1 .. MSH-18 are read
 
 
 def read_header(msg: er7.Message) -> Header:
@@ -120,29 +139,29 @@ def read_header(msg: er7.Message) -> Header:
     if msh is None or msh.name != "MSH":
         raise ParseError("message does not start with MSH", segment="MSH", code=100)
     d = msg.delimiters
-
-    def v(n: int, comp: int = 1) -> str:
-        return er7.value(msh, n, 1, comp, delims=d)
-
+    f = msh.fields
+    if len(f) < _MSH_FIELDS:
+        f = f + ("",) * (_MSH_FIELDS - len(f))
+    msh9 = [*_components(f[9], d), "", ""] if f[9] else ["", "", ""]
     return Header(
-        sending_application=_hd(msh, 3, d),
-        sending_facility=_hd(msh, 4, d),
-        receiving_application=_hd(msh, 5, d),
-        receiving_facility=_hd(msh, 6, d),
-        timestamp=v(7),
-        message_type=v(9, 1),
-        trigger_event=v(9, 2),
-        structure=v(9, 3),
-        control_id=v(10),
-        processing_id=v(11),
-        version=v(12),
-        accept_ack_type=v(15),
-        application_ack_type=v(16),
-        charset=v(18),
-        raw_sending_application=msh.field(3),
-        raw_sending_facility=msh.field(4),
-        raw_receiving_application=msh.field(5),
-        raw_receiving_facility=msh.field(6),
+        sending_application=_hd(f[3], d),
+        sending_facility=_hd(f[4], d),
+        receiving_application=_hd(f[5], d),
+        receiving_facility=_hd(f[6], d),
+        timestamp=_first(f[7], d),
+        message_type=msh9[0],
+        trigger_event=msh9[1],
+        structure=msh9[2],
+        control_id=_first(f[10], d),
+        processing_id=_first(f[11], d),
+        version=_first(f[12], d),
+        accept_ack_type=_first(f[15], d),
+        application_ack_type=_first(f[16], d),
+        charset=_first(f[18], d),
+        raw_sending_application=f[3],
+        raw_sending_facility=f[4],
+        raw_receiving_application=f[5],
+        raw_receiving_facility=f[6],
     )
 
 
@@ -368,17 +387,25 @@ def _system(authority: str, walk: _Walk) -> str:
     return f"{walk.system_base}/facility/{quote(facility, safe='')}"
 
 
-def _codings(seg: er7.Segment, d: er7.Delimiters) -> tuple[Coding, ...]:
-    """OBX-3 primary (components 1-3) and alternate (4-6) codings."""
-    reps = er7.repetitions(seg, 3, d)
-    comps = er7.components(reps[0], d) if reps else []
-    comps += [""] * (6 - len(comps))
-    out: list[Coding] = []
-    if comps[0]:
-        out.append(Coding(comps[2], comps[0], comps[1]))
+def _codings(raw: str, d: er7.Delimiters) -> tuple[Coding, ...]:
+    """OBX-3 primary (components 1-3) and alternate (4-6) codings of a raw field."""
+    if not raw:
+        return ()
+    if d.repetition in raw:
+        raw = raw.split(d.repetition, 1)[0]
+    comps = raw.split(d.component)
+    if d.escape and d.escape in raw:
+        comps = [er7.unescape(c, d) for c in comps]
+    if len(comps) < 6:
+        comps += [""] * (6 - len(comps))
     if comps[3]:
-        out.append(Coding(comps[5], comps[3], comps[4]))
-    return tuple(out)
+        alternate = Coding(comps[5], comps[3], comps[4])
+        if comps[0]:
+            return (Coding(comps[2], comps[0], comps[1]), alternate)
+        return (alternate,)
+    if comps[0]:
+        return (Coding(comps[2], comps[0], comps[1]),)
+    return ()
 
 
 def _first(raw: str, d: er7.Delimiters) -> str:
@@ -398,76 +425,80 @@ _OBX_FIELDS = 15  # OBX-1 .. OBX-14 are read
 
 
 def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
-    d = walk.d
-    where = f"OBX[{seg.index}]"
     patient = walk.patient
     if patient is None:
-        walk.problems.append(Problem(where, "result with no patient (no PID before it)", 101))
+        walk.problems.append(
+            Problem(f"OBX[{seg.index}]", "result with no patient (no PID before it)", 101)
+        )
         return
-    codes = _codings(seg, d)
-    if not codes:
-        walk.problems.append(Problem(f"{where}-3", "OBX-3 observation identifier is empty", 101))
-        return
+    d = walk.d
     f = seg.fields
     if len(f) < _OBX_FIELDS:
         f = f + ("",) * (_OBX_FIELDS - len(f))
+    codes = _codings(f[3], d)
+    if not codes:
+        walk.problems.append(
+            Problem(f"OBX[{seg.index}]-3", "OBX-3 observation identifier is empty", 101)
+        )
+        return
     value_type = _first(f[2], d)
     comparator = ""
     raw_value = f[5]
-    reps = raw_value.split(d.repetition) if raw_value else []
-    if value_type == "SN" and reps:
-        sn = [*er7.components(reps[0], d), "", "", "", ""]
+    rep = d.repetition
+    if not raw_value:
+        value_text = ""
+    elif rep in raw_value and value_type != "SN":
+        value_text = " ~ ".join(er7.unescape(r, d) for r in raw_value.split(rep))
+    elif value_type == "SN":
+        sn = [*er7.components(raw_value.split(rep, 1)[0], d), "", "", "", ""]
         comparator, num1, sep, num2 = sn[0], sn[1], sn[2], sn[3]
         value_text = f"{num1}{sep}{num2}" if (sep or num2) else num1
-    elif len(reps) > 1:
-        value_text = " ~ ".join(er7.unescape(r, d) for r in reps)
-    elif reps:
-        if value_type in ("CE", "CWE", "CNE"):
-            comps = er7.components(reps[0], d)
-            value_text = comps[1] if len(comps) > 1 and comps[1] else comps[0]
-        else:
-            value_text = er7.unescape(reps[0], d)
+    elif value_type in ("CE", "CWE", "CNE"):
+        comps = er7.components(raw_value, d)
+        value_text = comps[1] if len(comps) > 1 and comps[1] else comps[0]
+    elif d.escape and d.escape in raw_value:
+        value_text = er7.unescape(raw_value, d)
     else:
-        value_text = ""
+        value_text = raw_value
     unit_code = ""
     unit_system = ""
     if f[6]:
-        units = er7.components(f[6].split(d.repetition, 1)[0], d)
+        units = er7.components(f[6].split(rep, 1)[0], d)
         unit_code = units[0] or (units[1] if len(units) > 1 else "")
         unit_system = units[2] if len(units) > 2 else ""
-    status_code = _first(f[11], d)
+    status_code = _first(f[11], d) if f[11] else ""
     order = walk.order or _EMPTY_ORDER
     if status_code:
         status = _OBX11.get(status_code.upper(), ResultStatus.UNKNOWN)
     else:
         status = _OBR25.get(order.status.upper(), ResultStatus.UNKNOWN)
-    effective_raw = _first(f[14], d) or order.effective or walk.header.timestamp
-    ts = parse_ts(effective_raw, default_offset=walk.default_offset)
+    effective_raw = (_first(f[14], d) if f[14] else "") or order.effective or walk.header.timestamp
+    ts = parse_ts(effective_raw, walk.default_offset)
     primary = codes[0]
     facility = walk.header.sending_facility
-    key = ResultKey(facility, order.key, f"{primary.system}^{primary.code}", _first(f[4], d))
-    flags = (
-        tuple(x for x in (er7.unescape(r, d) for r in f[8].split(d.repetition)) if x)
-        if f[8]
-        else ()
-    )
+    sub_id = _first(f[4], d) if f[4] else ""
+    key = ResultKey(facility, order.key, f"{primary.system}^{primary.code}", sub_id)
+    flags = tuple(x for x in (er7.unescape(r, d) for r in f[8].split(rep)) if x) if f[8] else ()
     walk.results.append(
         LabResult(
-            key=key,
-            patient=patient,
-            codes=codes,
-            value_type=value_type,
-            value_text=value_text,
-            unit_text=unit_code,
-            status=status,
-            effective=ts.fhir if ts else "",
-            sending_facility=facility,
-            source=where,
-            comparator_text=comparator,
-            unit_system=unit_system,
-            reference_range=_first(f[7], d),
-            abnormal_flags=flags,
-            order_code=order.code,
-            effective_sort=ts.sort_key if ts else "",
+            key,
+            patient,
+            codes,
+            value_type,
+            value_text,
+            unit_code,
+            status,
+            ts.fhir if ts else "",
+            facility,
+            f"OBX[{seg.index}]",
+            comparator,
+            unit_system,
+            _first(f[7], d) if f[7] else "",
+            flags,
+            order.code,
+            ts.sort_key if ts else "",
         )
     )
+
+
+fast_init(Header, Problem, OruReading)

@@ -26,6 +26,7 @@ from prpgate.core.build import (
     validate_resource,
 )
 from prpgate.core.explanation import explain_results, issue_detail
+from prpgate.core.fhir_request import looks_like_fhir
 from prpgate.core.model import (
     LabResult,
     Normalised,
@@ -38,6 +39,7 @@ from prpgate.core.model import (
 from prpgate.core.oru import Header, Problem, read_header, read_oru
 from prpgate.core.rules import PatientDecisions, Rule, decide
 from prpgate.core.state import OutputKind, PatientState, StoredOutput
+from prpgate.core.values import fast_init
 from prpgate.errors import ParseError
 
 __all__ = [
@@ -200,6 +202,11 @@ def _reject(raw: bytes, digest: str, exc: ParseError, header: Header | None) -> 
 
 def read(raw: bytes, engine: Engine) -> Reading:
     """Parse and map one message. Never raises: every input gets a disposition."""
+    if looks_like_fhir(raw):
+        # FHIR JSON or an HTTP request record; fhir_reading imports this module
+        from prpgate.core.fhir_reading import read_fhir
+
+        return read_fhir(raw, engine)
     digest = content_hash(raw)
     try:
         msg = er7.parse(
@@ -390,3 +397,6 @@ def _versioned(
     version = 1 if old is None else old.version + 1
     event = "created" if old is None else "updated"
     return Emitted(ident, kind, patient_key, rule, result_key, status, resource, version, event)
+
+
+fast_init(ErrorInfo, Needs, Reading, Emitted, Outcome)

@@ -25,6 +25,7 @@ from enum import Enum
 
 from prpgate.core.model import Comparator, Normalised
 from prpgate.core.state import OutputKind, PatientState, StoredOutput, StoredResult
+from prpgate.core.values import fast_init
 
 __all__ = [
     "Direction",
@@ -340,3 +341,6 @@ def _flag_change(
         since = trigger_effective or decider.effective
         return FlagChange(rule, "inactive", since, trigger_key, decider, existing, reason)
     return None
+
+
+fast_init(Judgement, IssueChange, FlagChange, PatientDecisions)

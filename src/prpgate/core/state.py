@@ -11,6 +11,7 @@ from decimal import Decimal
 from enum import Enum
 
 from prpgate.core.model import Comparator, ResultStatus
+from prpgate.core.values import fast_init
 
 __all__ = ["OutputKind", "PatientState", "StoredOutput", "StoredResult"]
 
@@ -69,3 +70,6 @@ class PatientState:
     patient_key: str
     results: tuple[StoredResult, ...] = ()
     outputs: tuple[StoredOutput, ...] = ()
+
+
+fast_init(StoredResult, StoredOutput, PatientState)

@@ -34,7 +34,7 @@ class Timestamp:
 
 
 @lru_cache(maxsize=4096)  # pure function; results of one message share their timestamps
-def parse_ts(text: str, *, default_offset: str = "+00:00") -> Timestamp | None:
+def parse_ts(text: str, default_offset: str = "+00:00") -> Timestamp | None:
     """Parse an HL7 v2 TS (component 1 of a TS/DTM field); None when empty or invalid.
 
     ``default_offset`` (``+HH:MM``) is applied when the value has a time but no offset.
