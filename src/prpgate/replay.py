@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prpgate.core import er7
+from prpgate.core.fhir_request import looks_like_fhir, split_ndjson
 from prpgate.core.pipeline import Disposition, Engine
 from prpgate.ingest import Ingested, ingest
 from prpgate.ports import Clock, Store
@@ -46,9 +47,20 @@ def discover(paths: Sequence[Path]) -> list[Path]:
 
 
 def iter_inputs(files: Sequence[Path]) -> Iterator[tuple[str, bytes]]:
-    """(source label, message bytes) for every message in the files, in order."""
+    """(source label, message bytes) for every message in the files, in order.
+
+    A FHIR JSON file (a resource or a Bundle) is one input; an NDJSON file gives one
+    input per line (``file#N``).
+    """
     for path in files:
         data = path.read_bytes()
+        if looks_like_fhir(data):
+            lines = split_ndjson(data)
+            if lines is None:
+                yield f"{path}", data
+            else:
+                yield from ((f"{path}#{n}", line) for n, line in enumerate(lines, 1))
+            continue
         pieces = er7.split_messages(data)
         if not pieces:
             # an empty or whitespace-only file is still an input with a disposition
