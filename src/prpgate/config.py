@@ -26,6 +26,25 @@ class Settings(BaseSettings):
     store: Path = Field(
         default=Path("prpgate.sqlite"), description="SQLite store file (embedded default)."
     )
+    store_url: SecretStr | None = Field(
+        default=None,
+        description="The store as a URL: sqlite:///relative/path, sqlite:////absolute/path or "
+        "postgresql://user:password@host:port/database (libpq URL, query parameters allowed); "
+        "when set it names the store instead of `store` (secret: it may hold a password).",
+    )
+    store_migrate: bool = Field(
+        default=True,
+        description="Apply pending schema migrations when the store opens; false refuses a "
+        "store on an older schema until `prpgate store migrate` has run.",
+    )
+    store_pool_size: int = Field(
+        default=4, gt=0, le=100, description="PostgreSQL: connections at most per store pool."
+    )
+    store_connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="PostgreSQL: seconds to wait for a connection (at start, after a loss).",
+    )
     mappings: Path = Field(
         default=Path("mappings"),
         description="Folder holding analytes.yaml, units.yaml, senders.yaml, rules.yaml.",

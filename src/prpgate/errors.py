@@ -11,6 +11,7 @@ __all__ = [
     "ParseError",
     "PrpgateError",
     "RuleError",
+    "StoreConflict",
     "StoreError",
 ]
 
@@ -92,6 +93,12 @@ class ConfigError(PrpgateError):
 
 class StoreError(PrpgateError):
     """The store could not durably record or read something."""
+
+
+class StoreConflict(StoreError):
+    """A transaction lost a race with another one (a deadlock, a serialization failure, a
+    patient's lock held by another instance, the same retransmit committed first): nothing
+    of it was committed, and running the same unit of work again is expected to succeed."""
 
 
 class DeliveryError(PrpgateError):

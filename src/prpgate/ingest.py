@@ -3,7 +3,9 @@
 Every input is recorded (raw bytes kept) whatever becomes of it. Evaluation runs
 inside a savepoint: if anything fails after the message row exists, the partial
 writes roll back and the message is recorded again as an error (AE, HL7 code 207)
-with its raw bytes, so nothing is lost and nothing half-written remains.
+with its raw bytes, so nothing is lost and nothing half-written remains. A store failure
+(StoreError, StoreConflict) is not the message's fault: it leaves ``ingest`` and the
+caller's transaction rolls back whole (a listener answers "send again").
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from prpgate.core.pipeline import (
     evaluate,
     read,
 )
-from prpgate.errors import PrpgateError
+from prpgate.errors import PrpgateError, StoreError
 from prpgate.ports import MessageRecord, StoreSession
 from prpgate.store.sqlite import patient_hash
 
@@ -172,6 +174,8 @@ def ingest(
             return Ingested(
                 mid, Disposition.ACCEPTED, AckCode.AA, reading, outcome.emitted, reuse_of=reuse_of
             )
+    except StoreError:
+        raise  # the store failed or lost a race, not the message: nothing of it is kept
     except PrpgateError as exc:
         failed = Reading(
             raw=reading.raw,

@@ -33,6 +33,7 @@ __all__ = [
     "Sink",
     "Sleeper",
     "Store",
+    "StoreBackend",
     "StoreSession",
 ]
 
@@ -393,6 +394,26 @@ class OutboxStore(Protocol):
         """Depth per state and the arrival time of the oldest undelivered row (the row
         first in line). ``include_done=False`` counts only pending, retry and in-flight
         rows, cheaply, however many delivered rows are kept."""
+        ...
+
+
+class StoreBackend(Store, OutboxStore, Protocol):
+    """A whole store backend (SQLite, PostgreSQL) as the commands and ``serve`` use it:
+    the Store and OutboxStore ports, and the message search of ``prpgate messages list``."""
+
+    def find_messages(
+        self,
+        *,
+        limit: int = 50,
+        status: str | None = None,
+        control_id: str | None = None,
+        order_number: str | None = None,
+        patient_hash: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> list[int]:
+        """Ids of messages, newest first, by control id, order (filler or placer) number,
+        patient hash, status, and received time (ISO text, ``since`` <= t < ``until``)."""
         ...
 
 

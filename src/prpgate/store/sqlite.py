@@ -22,103 +22,10 @@ from prpgate.core.pipeline import Outcome
 from prpgate.core.state import OutputKind, PatientState, StoredOutput, StoredResult
 from prpgate.errors import StoreError
 from prpgate.ports import MessageRecord, MessageRow, OutboxRow, OutputRow, PriorMessage
+from prpgate.store.migrations import SCHEMA_VERSION, migrate_sqlite
 from prpgate.store.sqlite_outbox import SqliteOutboxMixin
 
 __all__ = ["SCHEMA_VERSION", "SqliteSession", "SqliteStore", "patient_hash"]
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    received_at TEXT NOT NULL,
-    source TEXT NOT NULL,
-    sending_application TEXT NOT NULL,
-    sending_facility TEXT NOT NULL,
-    control_id TEXT NOT NULL,
-    content_hash TEXT NOT NULL,
-    message_type TEXT NOT NULL,
-    version TEXT NOT NULL,
-    status TEXT NOT NULL,
-    ack_code TEXT NOT NULL,
-    errors TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    duplicate_of INTEGER REFERENCES messages(id),
-    reuse_of INTEGER REFERENCES messages(id),
-    raw BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_key
-    ON messages (sending_application, sending_facility, control_id);
-CREATE INDEX IF NOT EXISTS messages_control ON messages (control_id);
-CREATE INDEX IF NOT EXISTS messages_status ON messages (status, id);
-CREATE INDEX IF NOT EXISTS messages_received ON messages (received_at);
-CREATE TABLE IF NOT EXISTS message_keys (
-    message_id INTEGER NOT NULL REFERENCES messages(id),
-    kind TEXT NOT NULL,
-    value TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS message_keys_value ON message_keys (kind, value);
-CREATE TABLE IF NOT EXISTS results (
-    result_key TEXT PRIMARY KEY,
-    patient_key TEXT NOT NULL,
-    analyte TEXT NOT NULL,
-    value TEXT NOT NULL,
-    comparator TEXT,
-    effective TEXT NOT NULL,
-    effective_sort TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    source TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS results_patient ON results (patient_key, analyte);
-CREATE TABLE IF NOT EXISTS outputs (
-    identifier TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    patient_key TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    result_key TEXT NOT NULL,
-    status TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    message_id INTEGER NOT NULL REFERENCES messages(id),
-    resource TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outputs_patient ON outputs (patient_key, kind);
-CREATE INDEX IF NOT EXISTS outputs_result ON outputs (result_key);
-CREATE INDEX IF NOT EXISTS outputs_message ON outputs (message_id);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    identifier TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    patient_key TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    message_id INTEGER NOT NULL REFERENCES messages(id),
-    state TEXT NOT NULL DEFAULT 'pending',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    resource TEXT NOT NULL,
-    next_attempt_at TEXT NOT NULL DEFAULT '',
-    claim INTEGER NOT NULL DEFAULT 0,
-    last_attempt_at TEXT NOT NULL DEFAULT '',
-    delivered_at TEXT NOT NULL DEFAULT '',
-    last_status INTEGER,
-    last_error TEXT NOT NULL DEFAULT '',
-    outcome TEXT NOT NULL DEFAULT '',
-    server_id TEXT NOT NULL DEFAULT '',
-    server_version TEXT NOT NULL DEFAULT '',
-    UNIQUE (identifier, version)
-);
-CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, id);
-CREATE INDEX IF NOT EXISTS outbox_active ON outbox (patient_key, id)
-    WHERE state IN ('pending', 'retry', 'inflight');
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (id)
-    WHERE state IN ('pending', 'retry', 'inflight');
-CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (delivered_at) WHERE state = 'delivered';
-CREATE INDEX IF NOT EXISTS outbox_message ON outbox (message_id);
-CREATE TABLE IF NOT EXISTS explanations (
-    message_id INTEGER PRIMARY KEY REFERENCES messages(id),
-    records TEXT NOT NULL
-);
-"""
 
 
 def patient_hash(identifier_value: str) -> str:
@@ -323,10 +230,11 @@ class SqliteStore(SqliteOutboxMixin):
     """The embedded store: one SQLite file in WAL mode with durable commits.
 
     ``durable=False`` (synchronous=NORMAL) trades the last commits on power loss
-    for speed; it exists for benchmarks that measure what fsync costs.
+    for speed; it exists for benchmarks that measure what fsync costs. Pending schema
+    migrations are applied on open; ``migrate=False`` refuses an older store instead.
     """
 
-    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
+    def __init__(self, path: str | Path, *, durable: bool = True, migrate: bool = True) -> None:
         self.path = Path(path)
         try:
             if self.path.parent != Path():
@@ -338,19 +246,12 @@ class SqliteStore(SqliteOutboxMixin):
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=10000")
-            self._migrate()
+            migrate_sqlite(self._db, apply=migrate)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
-
-    def _migrate(self) -> None:
-        self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT version FROM schema_version").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise StoreError(
-                f"store schema version {row[0]} is newer than this prpgate ({SCHEMA_VERSION})"
-            )
+        except StoreError:
+            self._db.close()
+            raise
 
     @contextmanager
     def session(self) -> Iterator[SqliteSession]:

@@ -1,0 +1,300 @@
+"""PostgresSession: one transaction of the PostgreSQL store, shared by several instances.
+
+Two rules keep instances from deciding twice or out of order:
+
+* **One first arrival per retransmit key.** A unique index (schema version 2) admits one
+  non-duplicate message per (MSH-3, MSH-4, MSH-10, content). When another instance
+  commits the same message first, the insert fails (after waiting for that commit) and
+  the session raises StoreConflict; run again, the work finds the committed message and
+  records a duplicate.
+* **One transaction at a time per patient.** An accepted message takes a transaction-level
+  advisory lock per patient before its row is inserted, so for every patient the message
+  ids (the arrival numbers that order results) follow the order in which the state was
+  read and written. A transaction holding no lock yet waits for the locks it needs (in
+  key order); one that already holds some only tries, and a busy patient raises
+  StoreConflict rather than risk a deadlock: the caller retries, alone or in a smaller
+  transaction.
+
+Errors from psycopg leave every method as StoreError or StoreConflict (``translated``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from prpgate.core.model import Comparator, ResultStatus
+from prpgate.core.pipeline import Outcome
+from prpgate.core.state import OutputKind, PatientState, StoredOutput, StoredResult
+from prpgate.errors import StoreConflict
+from prpgate.ports import MessageRecord, PriorMessage
+from prpgate.store.postgres_errors import translated
+
+__all__ = ["PATIENT_LOCKS", "PostgresSession", "patient_lock"]
+
+# pg_advisory_xact_lock(classid, objid): class 'prpp' = patients, objid from the MRN's hash
+PATIENT_LOCKS = 0x70727070
+
+
+def patient_lock(patient_hash: str) -> int:
+    """The advisory lock object id (int4) of a patient, from the SHA-256 hex of its MRN.
+
+    Patients whose hashes share 32 bits share a lock: harmless, they only wait for each
+    other."""
+    return int(patient_hash[:8], 16) - 2**31
+
+
+def _lock_of_key(patient_key: str) -> int:
+    """The lock of a patient key (``system|value``), the same as ``patient_lock`` of the
+    hash ``add_message`` received for that patient."""
+    value = patient_key.partition("|")[2]
+    return patient_lock(hashlib.sha256(value.encode()).hexdigest())
+
+
+_INSERT_MESSAGE = (
+    "WITH m AS (INSERT INTO messages (received_at, source, sending_application,"
+    " sending_facility, control_id, content_hash, message_type, version, status, ack_code,"
+    " errors, summary, duplicate_of, reuse_of, raw)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id),"
+    " k AS (INSERT INTO message_keys (message_id, kind, value)"
+    " SELECT m.id, u.kind, u.value FROM m, unnest(%s::text[], %s::text[]) AS u(kind, value))"
+    " SELECT id FROM m"
+)
+_UPSERT_RESULT = (
+    "INSERT INTO results (result_key, patient_key, analyte, value, comparator, effective,"
+    " effective_sort, seq, status, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (result_key) DO UPDATE SET patient_key=excluded.patient_key,"
+    " analyte=excluded.analyte, value=excluded.value, comparator=excluded.comparator,"
+    " effective=excluded.effective, effective_sort=excluded.effective_sort,"
+    " seq=excluded.seq, status=excluded.status, source=excluded.source"
+)
+_UPSERT_OUTPUT = (
+    "INSERT INTO outputs (identifier, kind, patient_key, rule, result_key, status, version,"
+    " message_id, resource) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (identifier) DO UPDATE SET status=excluded.status,"
+    " result_key=excluded.result_key, version=excluded.version,"
+    " message_id=excluded.message_id, resource=excluded.resource"
+)
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (identifier, kind, patient_key, version, message_id, resource)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+)
+
+
+class PostgresSession:
+    """One transaction on a pooled connection (see the module's rules)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+        self._held: frozenset[int] = frozenset()
+
+    def find_prior(
+        self, sending_application: str, sending_facility: str, control_id: str
+    ) -> list[PriorMessage]:
+        """Earlier messages with this retransmit key, oldest first."""
+        with translated("find prior"):
+            rows = self._conn.execute(
+                "SELECT id, content_hash, status, ack_code FROM messages"
+                " WHERE sending_application=%s AND sending_facility=%s AND control_id=%s"
+                " AND status <> 'duplicate' ORDER BY id",
+                (sending_application, sending_facility, control_id),
+            ).fetchall()
+        return [PriorMessage(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+    def add_message(self, record: MessageRecord) -> int:
+        """Record an inbound message (after locking its patients when it is accepted);
+        returns its id. Raises StoreConflict when the same first arrival committed
+        elsewhere first, or a patient is busy while this transaction holds other locks."""
+        if record.status == "accepted":
+            self._lock({patient_lock(h) for h in record.patient_hashes})
+        kinds = ["patient"] * len(record.patient_hashes) + ["order"] * len(record.order_numbers)
+        values = [*record.patient_hashes, *record.order_numbers]
+        with translated("add message"):
+            row = self._conn.execute(
+                _INSERT_MESSAGE,
+                (
+                    record.received_at,
+                    record.source,
+                    record.sending_application,
+                    record.sending_facility,
+                    record.control_id,
+                    record.content_hash,
+                    record.message_type,
+                    record.version,
+                    record.status,
+                    record.ack_code,
+                    record.errors,
+                    record.summary,
+                    record.duplicate_of,
+                    record.reuse_of,
+                    record.raw,
+                    kinds,
+                    values,
+                ),
+            ).fetchone()
+        assert row is not None  # INSERT ... RETURNING gives one row or raises
+        return int(row[0])
+
+    def set_summary(self, message_id: int, summary: str) -> None:
+        """Replace a message's summary (JSON text)."""
+        with translated("set summary"):
+            self._conn.execute("UPDATE messages SET summary=%s WHERE id=%s", (summary, message_id))
+
+    def load_state(
+        self, patient_key: str, analytes: Iterable[str], result_keys: Iterable[str]
+    ) -> PatientState:
+        """The patient's stored state restricted to what a message can change (under the
+        patient's lock, taken here if ``add_message`` did not)."""
+        self._lock({_lock_of_key(patient_key)})
+        keys = list(result_keys)
+        with translated("load state"), self._conn.pipeline():
+            res = self._conn.execute(
+                "SELECT result_key, patient_key, analyte, value, comparator, effective,"
+                " effective_sort, seq, status, source FROM results WHERE patient_key=%s"
+                " AND (analyte = ANY(%s) OR result_key = ANY(%s))",
+                (patient_key, list(analytes), keys),
+            )
+            out = self._conn.execute(
+                "SELECT identifier, kind, patient_key, rule, result_key, status, resource,"
+                " version FROM outputs WHERE patient_key=%s"
+                " AND (kind='Flag' OR result_key = ANY(%s))",
+                (patient_key, keys),
+            )
+            rows, out_rows = res.fetchall(), out.fetchall()
+        results = tuple(
+            StoredResult(
+                key=r[0],
+                patient_key=r[1],
+                analyte=r[2],
+                value=Decimal(r[3]),
+                comparator=Comparator(r[4]) if r[4] else None,
+                effective=r[5],
+                effective_sort=r[6],
+                seq=int(r[7]),
+                status=ResultStatus(r[8]),
+                source=r[9],
+            )
+            for r in rows
+        )
+        outputs = tuple(
+            StoredOutput(
+                identifier=r[0],
+                kind=OutputKind(r[1]),
+                patient_key=r[2],
+                rule=r[3],
+                result_key=r[4],
+                status=r[5],
+                resource=r[6],
+                version=int(r[7]),
+            )
+            for r in out_rows
+        )
+        return PatientState(patient_key, results, outputs)
+
+    def apply(self, message_id: int, outcome: Outcome) -> None:
+        """Write an outcome: result versions, outputs, outbox rows, explanation (pipelined:
+        one round trip to the server)."""
+        conn = self._conn
+        with translated("apply"), conn.pipeline(), conn.cursor() as cur:
+            for d in outcome.decisions:
+                if d.results:
+                    cur.executemany(
+                        _UPSERT_RESULT,
+                        [
+                            (
+                                r.key,
+                                r.patient_key,
+                                r.analyte,
+                                str(r.value),
+                                r.comparator.value if r.comparator else None,
+                                r.effective,
+                                r.effective_sort,
+                                r.seq,
+                                r.status.value,
+                                r.source,
+                            )
+                            for r in d.results
+                        ],
+                    )
+                if d.removed:
+                    cur.execute(
+                        "DELETE FROM results WHERE result_key = ANY(%s)", (list(d.removed),)
+                    )
+            if outcome.emitted:
+                cur.executemany(
+                    _UPSERT_OUTPUT,
+                    [
+                        (
+                            e.identifier,
+                            e.kind.value,
+                            e.patient_key,
+                            e.rule,
+                            e.result_key,
+                            e.status,
+                            e.version,
+                            message_id,
+                            e.resource,
+                        )
+                        for e in outcome.emitted
+                    ],
+                )
+                cur.executemany(
+                    _INSERT_OUTBOX,
+                    [
+                        (
+                            e.identifier,
+                            e.kind.value,
+                            e.patient_key,
+                            e.version,
+                            message_id,
+                            e.resource,
+                        )
+                        for e in outcome.emitted
+                    ],
+                )
+            if outcome.explanation:
+                cur.execute(
+                    "INSERT INTO explanations (message_id, records) VALUES (%s, %s)",
+                    (
+                        message_id,
+                        json.dumps(outcome.explanation, ensure_ascii=False, separators=(",", ":")),
+                    ),
+                )
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested unit rolled back alone when its block raises (locks taken inside it are
+        released with it, as PostgreSQL does)."""
+        held = self._held
+        try:
+            with translated("savepoint"), self._conn.transaction():
+                yield
+        except BaseException:
+            self._held = held
+            raise
+
+    def _lock(self, wanted: set[int]) -> None:
+        needed = sorted(wanted - self._held)
+        if not needed:
+            return
+        with translated("patient lock"):
+            if not self._held:
+                for key in needed:
+                    self._conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s::int4, %s::int4)", (PATIENT_LOCKS, key)
+                    )
+            else:
+                row = self._conn.execute(
+                    "SELECT bool_and(pg_try_advisory_xact_lock(%s::int4, k))"
+                    " FROM unnest(%s::int4[]) AS k",
+                    (PATIENT_LOCKS, needed),
+                ).fetchone()
+                if not row or not row[0]:
+                    raise StoreConflict("a patient of this message is busy in another transaction")
+        self._held = self._held | frozenset(needed)
