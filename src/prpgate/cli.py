@@ -259,3 +259,7 @@ _register_serve(app)
 from prpgate.cli_outbox import register as _register_outbox  # noqa: E402
 
 _register_outbox(app)
+
+from prpgate.cli_send import register as _register_send  # noqa: E402
+
+_register_send(app)
