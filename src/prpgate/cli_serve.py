@@ -28,13 +28,21 @@ def serve_cmd(
     http_port: Annotated[
         int | None, typer.Option("--http-port", help="Health/metrics HTTP port (0: any free).")
     ] = None,
+    fhir_port: Annotated[
+        int | None,
+        typer.Option(
+            "--fhir-port",
+            help="Serve the FHIR R4 HTTP listener on this port (0: any free); turns it on.",
+        ),
+    ] = None,
     ready_file: Annotated[
         Path | None,
         typer.Option("--ready-file", help="Write the bound ports as JSON here once listening."),
     ] = None,
 ) -> None:
-    """Receive HL7 v2 over MLLP, acknowledge after the durable commit; serve
-    /healthz, /readyz and /metrics. Stops cleanly on SIGTERM or Ctrl-C.
+    """Receive HL7 v2 over MLLP (and FHIR R4 over HTTP when enabled), answer after the
+    durable commit; serve /healthz, /readyz and /metrics. Stops cleanly on SIGTERM or
+    Ctrl-C.
 
     Exit code 0 after a clean stop, 2 on a usage or configuration error.
     """
@@ -46,6 +54,8 @@ def serve_cmd(
             mllp_host=host,
             mllp_port=port,
             http_port=http_port,
+            fhir_http_port=fhir_port,
+            fhir_http_enabled=True if fhir_port is not None else None,
         )
     except ConfigError as exc:
         raise _fail(str(exc)) from exc

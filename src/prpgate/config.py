@@ -117,6 +117,30 @@ class Settings(BaseSettings):
         ge=0,
         description="On SIGTERM, seconds to finish and acknowledge messages in flight.",
     )
+    # --- FHIR R4 HTTP listener (prpgate serve) --------------------------------
+    fhir_http_enabled: bool = Field(
+        default=False, description="Serve the FHIR R4 HTTP listener beside MLLP."
+    )
+    fhir_http_host: str = Field(default="127.0.0.1", description="FHIR listener address.")
+    fhir_http_port: int = Field(
+        default=8081, ge=0, le=65535, description="FHIR listener port (0: any free port)."
+    )
+    fhir_http_base_path: str = Field(
+        default="/fhir", description="Path of the FHIR base ([base]/Observation, [base]/metadata)."
+    )
+    fhir_http_token: SecretStr | None = Field(
+        default=None,
+        description="Static bearer token the FHIR listener requires (every route but metadata).",
+    )
+    fhir_http_tls_cert: Path | None = Field(
+        default=None, description="TLS for the FHIR listener: certificate chain (PEM)."
+    )
+    fhir_http_tls_key: Path | None = Field(
+        default=None, description="TLS for the FHIR listener: private key (PEM)."
+    )
+    fhir_http_max_concurrency: int = Field(
+        default=256, gt=0, description="Requests and connections at once; more are answered 503."
+    )
     # --- delivery to the clinic's FHIR server (prpgate deliver, serve) -------
     fhir_base_url: str | None = Field(
         default=None, description="The clinic's FHIR R4 base URL; no delivery without it."

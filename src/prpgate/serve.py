@@ -43,6 +43,7 @@ from prpgate.delivery.wiring import open_worker
 from prpgate.engine import build_engine
 from prpgate.errors import ConfigError, StoreError
 from prpgate.ingest import Ingested, ingest
+from prpgate.listeners.fhir_wiring import fhir_listener
 from prpgate.listeners.mllp import MllpConfig, MllpListener
 from prpgate.ports import Clock, MessageRecord, OutboxStats, Store, StoreSession
 from prpgate.store.sqlite import SqliteStore
@@ -500,6 +501,9 @@ async def serve(
         return metrics.render()
 
     http = HealthServer(settings.http_host, settings.http_port, ready=ready, metrics=render_metrics)
+    fhir = fhir_listener(
+        settings, engine, writer, clock=clock, events=metrics, registry=metrics.registry
+    )
     delivery = _start_delivery(settings, stop) if settings.fhir_base_url else None
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
@@ -509,6 +513,8 @@ async def serve(
             await listener.start()
             if settings.http_enabled:
                 await http.start()
+            if fhir is not None:
+                await fhir.start()
         except OSError as exc:
             raise ConfigError(f"cannot listen: {exc}") from exc
         for sig in signals:
@@ -516,6 +522,7 @@ async def serve(
         ports = {
             "mllp_port": listener.port,
             "http_port": http.port if settings.http_enabled else 0,
+            "fhir_http_port": fhir.port if fhir is not None else 0,
         }
         _log.info("serving", **ports, store=str(settings.store))
         if on_ready is not None:
@@ -526,6 +533,8 @@ async def serve(
         for sig in signals:
             loop.remove_signal_handler(sig)
         await http.stop()
+        if fhir is not None:
+            await fhir.stop()  # requests in flight are answered: before the writer stops
         await listener.stop(settings.shutdown_grace)
         await writer.stop()
         if delivery is not None:

@@ -17,6 +17,7 @@ from fhir.resources.R4B.detectedissue import DetectedIssue
 from fhir.resources.R4B.flag import Flag
 
 from prpgate.core.fhir_check import ShapeChecker
+from prpgate.core.json_text import compact
 from prpgate.core.model import Coding, Normalised, PatientId
 from prpgate.core.rules import FlagChange, IssueChange
 from prpgate.errors import BuildError
@@ -69,10 +70,6 @@ def resource_id(kind: str, identifier: str) -> str:
     """Deterministic logical id for client-assigned-id writes (FHIR id: <= 64 chars)."""
     prefix = "prp-di-" if kind == "DetectedIssue" else "prp-flag-"
     return prefix + identifier
-
-
-def _dump(resource: dict[str, Any]) -> str:
-    return json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
 
 
 # A memo of what the R4B models said about each shape of output (see core/fhir_check.py).
@@ -143,7 +140,7 @@ def build_issue(
     if change.status == "entered-in-error" and change.existing is not None:
         retracted: dict[str, Any] = json.loads(change.existing.resource)
         retracted["status"] = "entered-in-error"
-        return change.existing.identifier, _dump(retracted)
+        return change.existing.identifier, compact(retracted)
     assert change.judgement is not None
     assert change.normalised is not None
     j, n = change.judgement, change.normalised
@@ -169,7 +166,7 @@ def build_issue(
     resource["implicated"] = [_result_ref(dep, n)]
     resource["evidence"] = [{"code": _evidence_code(n), "detail": [_result_ref(dep, n)]}]
     resource["detail"] = detail
-    return ident, _dump(resource)
+    return ident, compact(resource)
 
 
 def build_flag(
@@ -193,7 +190,7 @@ def build_flag(
         period = resource.setdefault("period", {})
         if change.since:
             period["end"] = change.since
-        return change.existing.identifier, _dump(resource)
+        return change.existing.identifier, compact(resource)
     resource = {
         "resourceType": "Flag",
         "id": resource_id("Flag", ident),
@@ -220,4 +217,4 @@ def build_flag(
     }
     if change.since:
         resource["period"] = {"start": change.since}
-    return ident, _dump(resource)
+    return ident, compact(resource)

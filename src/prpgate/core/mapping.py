@@ -30,6 +30,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Protocol
 
 from prpgate.core.model import (
+    Coding,
     Comparator,
     LabResult,
     Normalised,
@@ -193,6 +194,8 @@ def read_value(
     (``<5``, ``>= 20``) is read from ``value_text`` when there is none. A comma is a
     decimal separator only with ``decimal_comma`` (a point is always one: HL7 NM).
     """
+    if not comparator_text and value_text.isascii() and value_text.replace(".", "", 1).isdigit():
+        return None, Decimal(value_text)  # the common case: a plain unsigned decimal
     text = value_text.strip()
     sent_cmp = comparator_text.strip()
     if not text:
@@ -322,10 +325,22 @@ class Mapper:
                 folded=_fold_unambiguous(s.units),
             )
         self._resolved: dict[tuple[str, str, str], _Unit | ValueProblem] = {}
+        # (sender, facility, codes) -> analyte: a lab sends the same codes again and again
+        self._analyte_memo: dict[tuple[str, str, tuple[Coding, ...]], str | ValueProblem] = {}
 
     # -- analyte ------------------------------------------------------------------
 
     def _analyte_of(self, result: LabResult, sender: _Sender) -> str | ValueProblem:
+        key = (sender.facility, result.sending_facility, result.codes)
+        found = self._analyte_memo.get(key)
+        if found is None:
+            found = self._find_analyte(result, sender)
+            if len(self._analyte_memo) >= _RESOLVED_CACHE_LIMIT:
+                self._analyte_memo.clear()
+            self._analyte_memo[key] = found
+        return found
+
+    def _find_analyte(self, result: LabResult, sender: _Sender) -> str | ValueProblem:
         local: set[str] = set()
         loinc: set[str] = set()
         for coding in result.codes:

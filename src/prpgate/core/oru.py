@@ -424,6 +424,80 @@ def _first(raw: str, d: er7.Delimiters) -> str:
 _OBX_FIELDS = 15  # OBX-1 .. OBX-14 are read
 
 
+@dataclass(frozen=True, slots=True)
+class _ObxKind:
+    """What an OBX says besides its value, set id and time: a lab repeats these, so
+    they are decoded once per distinct (OBX-2, -3, -6, -7, -8, -11) and delimiters."""
+
+    codes: tuple[Coding, ...]
+    code_key: str
+    value_type: str
+    unit_code: str
+    unit_system: str
+    reference_range: str
+    flags: tuple[str, ...]
+    status: ResultStatus | None  # None: OBX-11 is empty, OBR-25 decides
+
+
+_OBX_KINDS: dict[tuple[str, str, str, str, str, str, er7.Delimiters], _ObxKind] = {}
+_OBX_KINDS_LIMIT = 8192  # distinct kinds kept before the memo starts afresh
+
+
+def _obx_kind(f: tuple[str, ...], d: er7.Delimiters) -> _ObxKind:
+    key = (f[2], f[3], f[6], f[7], f[8], f[11], d)
+    kind = _OBX_KINDS.get(key)
+    if kind is None:
+        kind = _decode_obx_kind(f, d)
+        if len(_OBX_KINDS) >= _OBX_KINDS_LIMIT:
+            _OBX_KINDS.clear()
+        _OBX_KINDS[key] = kind
+    return kind
+
+
+def _decode_obx_kind(f: tuple[str, ...], d: er7.Delimiters) -> _ObxKind:
+    codes = _codings(f[3], d)
+    unit_code = unit_system = ""
+    if f[6]:
+        units = er7.components(f[6].split(d.repetition, 1)[0], d)
+        unit_code = units[0] or (units[1] if len(units) > 1 else "")
+        unit_system = units[2] if len(units) > 2 else ""
+    flags = (
+        tuple(x for x in (er7.unescape(r, d) for r in f[8].split(d.repetition)) if x)
+        if f[8]
+        else ()
+    )
+    status_code = _first(f[11], d)
+    return _ObxKind(
+        codes=codes,
+        code_key=f"{codes[0].system}^{codes[0].code}" if codes else "",
+        value_type=_first(f[2], d),
+        unit_code=unit_code,
+        unit_system=unit_system,
+        reference_range=_first(f[7], d),
+        flags=flags,
+        status=_OBX11.get(status_code.upper(), ResultStatus.UNKNOWN) if status_code else None,
+    )
+
+
+def _value_text(raw_value: str, value_type: str, d: er7.Delimiters) -> tuple[str, str]:
+    """(comparator, value text) of OBX-5 as sent; SN keeps its comparator apart."""
+    rep = d.repetition
+    if not raw_value:
+        return "", ""
+    if value_type == "SN":
+        sn = [*er7.components(raw_value.split(rep, 1)[0], d), "", "", "", ""]
+        comparator, num1, sep, num2 = sn[0], sn[1], sn[2], sn[3]
+        return comparator, (f"{num1}{sep}{num2}" if (sep or num2) else num1)
+    if rep in raw_value:
+        return "", " ~ ".join(er7.unescape(r, d) for r in raw_value.split(rep))
+    if value_type in ("CE", "CWE", "CNE"):
+        comps = er7.components(raw_value, d)
+        return "", (comps[1] if len(comps) > 1 and comps[1] else comps[0])
+    if d.escape and d.escape in raw_value:
+        return "", er7.unescape(raw_value, d)
+    return "", raw_value
+
+
 def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
     patient = walk.patient
     if patient is None:
@@ -435,70 +509,39 @@ def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
     f = seg.fields
     if len(f) < _OBX_FIELDS:
         f = f + ("",) * (_OBX_FIELDS - len(f))
-    codes = _codings(f[3], d)
-    if not codes:
+    kind = _obx_kind(f, d)
+    if not kind.codes:
         walk.problems.append(
             Problem(f"OBX[{seg.index}]-3", "OBX-3 observation identifier is empty", 101)
         )
         return
-    value_type = _first(f[2], d)
-    comparator = ""
-    raw_value = f[5]
-    rep = d.repetition
-    if not raw_value:
-        value_text = ""
-    elif rep in raw_value and value_type != "SN":
-        value_text = " ~ ".join(er7.unescape(r, d) for r in raw_value.split(rep))
-    elif value_type == "SN":
-        sn = [*er7.components(raw_value.split(rep, 1)[0], d), "", "", "", ""]
-        comparator, num1, sep, num2 = sn[0], sn[1], sn[2], sn[3]
-        value_text = f"{num1}{sep}{num2}" if (sep or num2) else num1
-    elif value_type in ("CE", "CWE", "CNE"):
-        comps = er7.components(raw_value, d)
-        value_text = comps[1] if len(comps) > 1 and comps[1] else comps[0]
-    elif d.escape and d.escape in raw_value:
-        value_text = er7.unescape(raw_value, d)
-    else:
-        value_text = raw_value
-    unit_code = ""
-    unit_system = ""
-    if f[6]:
-        units = er7.components(f[6].split(rep, 1)[0], d)
-        unit_code = units[0] or (units[1] if len(units) > 1 else "")
-        unit_system = units[2] if len(units) > 2 else ""
-    status_code = _first(f[11], d) if f[11] else ""
+    comparator, value_text = _value_text(f[5], kind.value_type, d)
     order = walk.order or _EMPTY_ORDER
-    if status_code:
-        status = _OBX11.get(status_code.upper(), ResultStatus.UNKNOWN)
-    else:
-        status = _OBR25.get(order.status.upper(), ResultStatus.UNKNOWN)
+    status = kind.status or _OBR25.get(order.status.upper(), ResultStatus.UNKNOWN)
     effective_raw = (_first(f[14], d) if f[14] else "") or order.effective or walk.header.timestamp
     ts = parse_ts(effective_raw, walk.default_offset)
-    primary = codes[0]
     facility = walk.header.sending_facility
     sub_id = _first(f[4], d) if f[4] else ""
-    key = ResultKey(facility, order.key, f"{primary.system}^{primary.code}", sub_id)
-    flags = tuple(x for x in (er7.unescape(r, d) for r in f[8].split(rep)) if x) if f[8] else ()
     walk.results.append(
         LabResult(
-            key,
+            ResultKey(facility, order.key, kind.code_key, sub_id),
             patient,
-            codes,
-            value_type,
+            kind.codes,
+            kind.value_type,
             value_text,
-            unit_code,
+            kind.unit_code,
             status,
             ts.fhir if ts else "",
             facility,
             f"OBX[{seg.index}]",
             comparator,
-            unit_system,
-            _first(f[7], d) if f[7] else "",
-            flags,
+            kind.unit_system,
+            kind.reference_range,
+            kind.flags,
             order.code,
             ts.sort_key if ts else "",
         )
     )
 
 
-fast_init(Header, Problem, OruReading)
+fast_init(Header, Problem, OruReading, _ObxKind)

@@ -268,10 +268,13 @@ def decide(
                     )
 
     # DetectedIssues for the deciding versions this message carries.
+    verdicts: dict[tuple[str, str], Judgement] = {}  # (rule id, result key), for the Flags
     for key, item in latest_version.items():
-        existing = {o.rule: o for o in issues_by_result.get(key, [])}
+        prior_issues = issues_by_result.get(key)
+        existing = {o.rule: o for o in prior_issues} if prior_issues else {}
         for rule in rules_by_analyte.get(item.analyte, ()):
             j = judge(rule, item.value, item.comparator)
+            verdicts[(rule.id, key)] = j
             judgements.append((key, j))
             prior = existing.get(rule.id)
             if j.met is True:
@@ -291,6 +294,7 @@ def decide(
                 flags_by_rule.get(rule.id),
                 trigger_key,
                 trigger_effective.get(analyte, ""),
+                verdicts,
             )
             if change is not None:
                 flags.append(change)
@@ -319,11 +323,14 @@ def _flag_change(
     existing: StoredOutput | None,
     trigger_key: str,
     trigger_effective: str,
+    verdicts: Mapping[tuple[str, str], Judgement],
 ) -> FlagChange | None:
     decider: StoredResult | None = None
     verdict: Judgement | None = None
     for candidate in ordered:
-        j = judge(rule, candidate.value, candidate.comparator)
+        j = verdicts.get((rule.id, candidate.key)) or judge(
+            rule, candidate.value, candidate.comparator
+        )
         if j.met is not None:
             decider, verdict = candidate, j
             break

@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from prpgate.core.json_text import compact
 from prpgate.core.model import Comparator, ResultStatus
 from prpgate.core.pipeline import Outcome
 from prpgate.core.state import OutputKind, PatientState, StoredOutput, StoredResult
@@ -206,7 +207,7 @@ class SqliteSession:
                 "INSERT INTO explanations (message_id, records) VALUES (?,?)",
                 (
                     message_id,
-                    json.dumps(outcome.explanation, ensure_ascii=False, separators=(",", ":")),
+                    compact(outcome.explanation),
                 ),
             )
 
