@@ -29,6 +29,18 @@ def test_fhir_outgoing_targets_and_labels() -> None:
     assert (bundle.path, bundle.label) == ("", "B7")
     assert fhir_outgoing(b"{nope", file="f", number=1, source="f").problem.startswith("not JSON")
     assert "no resourceType" in fhir_outgoing(b"[1]", file="f", number=1, source="f").problem
+    hl7 = fhir_outgoing(b"MSH|^~\\&|A\r", file="f", number=1, source="f")
+    assert "send HL7 v2 to an mllp://" in hl7.problem
+
+
+def test_fhir_outgoing_posts_a_request_record_body() -> None:
+    record = (
+        b"POST /fhir/Observation HTTP/1.1\r\nContent-Type: application/fhir+json\r\n\r\n"
+        b'{"resourceType": "Observation", "identifier": [{"value": "X9"}]}'
+    )
+    got = fhir_outgoing(record, file="r", number=1, source="r")
+    assert (got.path, got.label, got.problem) == ("Observation", "X9", "")
+    assert got.body.startswith(b'{"resourceType"')
 
 
 def test_read_fhir_files_json_and_ndjson(tmp_path: Path) -> None:

@@ -101,6 +101,8 @@ def test_outgoing_names_what_cannot_be_sent() -> None:
     assert "framing bytes" in framing.problem
     empty = outgoing(b" \r\n", file="e", number=1, source="e")
     assert empty.problem.startswith("empty input")
+    fhir = outgoing(b'{"resourceType": "Observation"}', file="o", number=1, source="o")
+    assert "FHIR JSON, not HL7 v2" in fhir.problem
     no_msh = outgoing(b"PID|1||X\r", file="p", number=1, source="p")
     assert (no_msh.problem, no_msh.control_id, no_msh.wait.original) == ("", "", True)
 

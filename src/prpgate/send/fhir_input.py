@@ -1,9 +1,10 @@
-"""The FHIR resources ``prpgate send`` posts, read from files, and what a FHIR server's
-answer says about them. Pure apart from ``read_fhir_files``.
+"""The FHIR resources ``prpgate send`` posts, read as replay reads them, and what a FHIR
+server's answer says about them. Pure apart from ``read_fhir_files``.
 
-A ``.ndjson`` file holds one resource per line; any other file is one JSON resource.
-A Bundle is posted to the base URL (a transaction or batch, or a collection for a
-receiver that accepts one there), any other resource to ``[base]/[resourceType]``.
+A JSON file is one resource or Bundle; an NDJSON file gives one per line (replay's
+``iter_inputs``); a stored HTTP request record (``POST /fhir/Observation …``) is posted
+as it came. A Bundle is posted to the base URL (a transaction or batch, or a collection
+for a receiver that accepts one there), any other resource to ``[base]/[resourceType]``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from prpgate.replay import discover
+from prpgate.core.fhir_request import JsonProblem, decode_json, looks_like_fhir, unwrap
+from prpgate.replay import discover, iter_inputs
 
 __all__ = ["FhirAnswer", "FhirOutgoing", "fhir_outgoing", "read_answer", "read_fhir_files"]
 
@@ -37,7 +38,7 @@ class FhirOutgoing:
     problem: str = ""
 
 
-def _label(doc: dict[str, Any]) -> str:
+def _label(doc: dict[str, object]) -> str:
     rid = doc.get("id")
     if isinstance(rid, str) and rid:
         return f"{doc['resourceType']}/{rid}"
@@ -48,41 +49,38 @@ def _label(doc: dict[str, Any]) -> str:
     return ""
 
 
-def fhir_outgoing(body: bytes, *, file: str, number: int, source: str) -> FhirOutgoing:
-    """One resource from its JSON bytes; never raises (a problem is recorded instead)."""
-    problem = ""
-    doc: object = None
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        problem = f"not JSON: {exc}"
-    rtype = ""
-    label = ""
-    if not problem:
-        if isinstance(doc, dict) and isinstance(doc.get("resourceType"), str):
-            rtype = doc["resourceType"]
-            label = _label(doc)
-        else:
-            problem = "not a FHIR resource: no resourceType"
+def fhir_outgoing(data: bytes, *, file: str, number: int, source: str) -> FhirOutgoing:
+    """One input (JSON, or a request record) ready to post; never raises (a problem is
+    recorded instead)."""
+    if not looks_like_fhir(data):
+        problem = (
+            "empty input: nothing to send"
+            if not data.strip()
+            else "not FHIR JSON (HL7 v2?): send HL7 v2 to an mllp:// or mllps:// target"
+        )
+        return FhirOutgoing(file, number, source, data, "", "", "", problem)
+    request = unwrap(data)
+    doc = decode_json(request.body)
+    if isinstance(doc, JsonProblem):
+        problem = f"not JSON: {doc.reason} ({doc.location})"
+        return FhirOutgoing(file, number, source, request.body, "", "", "", problem)
+    if not (isinstance(doc, dict) and isinstance(doc.get("resourceType"), str)):
+        problem = "not a FHIR resource: no resourceType"
+        return FhirOutgoing(file, number, source, request.body, "", "", "", problem)
+    rtype = str(doc["resourceType"])
     path = "" if rtype == "Bundle" else rtype
-    return FhirOutgoing(file, number, source, body, rtype, label, path, problem)
+    return FhirOutgoing(file, number, source, request.body, rtype, _label(doc), path)
 
 
 def read_fhir_files(paths: Sequence[Path]) -> list[FhirOutgoing]:
-    """Every resource in the files and folders, in replay's file order.
+    """Every input in the files and folders, in replay's order and with replay's labels.
 
     Raises FileNotFoundError for a path that does not exist.
     """
     out: list[FhirOutgoing] = []
     for path in discover(paths):
-        data = path.read_bytes()
-        if path.suffix.lower() == ".ndjson":
-            lines = [ln for ln in data.splitlines() if ln.strip()]
-            for n, line in enumerate(lines, 1):
-                label = f"{path}#{n}" if len(lines) > 1 else str(path)
-                out.append(fhir_outgoing(line, file=str(path), number=n, source=label))
-        else:
-            out.append(fhir_outgoing(data, file=str(path), number=1, source=str(path)))
+        for number, (label, data) in enumerate(iter_inputs([path]), 1):
+            out.append(fhir_outgoing(data, file=str(path), number=number, source=label))
     return out
 
 
@@ -117,6 +115,21 @@ def _status_code(status: object) -> int | None:
     return int(head) if head.isdigit() else None
 
 
+def _failed_entries(doc: dict[str, object]) -> list[str]:
+    failed: list[str] = []
+    entries = doc.get("entry")
+    for n, entry in enumerate(entries if isinstance(entries, list) else [], 1):
+        resp = entry.get("response") if isinstance(entry, dict) else None
+        if not isinstance(resp, dict):
+            failed.append(f"entry {n}: no response")
+            continue
+        code = _status_code(resp.get("status", ""))
+        if code is None or not 200 <= code < 300:
+            why = _outcome_text(resp.get("outcome"), errors_only=False)
+            failed.append(f"entry {n}: {resp.get('status', '')}" + (f" ({why})" if why else ""))
+    return failed
+
+
 def read_answer(status: int, body: bytes) -> FhirAnswer:
     """Judge a response: positive for a 2xx whose body carries no error.
 
@@ -139,18 +152,7 @@ def read_answer(status: int, body: bytes) -> FhirAnswer:
             and doc.get("resourceType") == "Bundle"
             and doc.get("type") in ("transaction-response", "batch-response")
         ):
-            failed: list[str] = []
-            for n, entry in enumerate(doc.get("entry") or [], 1):
-                resp = entry.get("response") if isinstance(entry, dict) else None
-                if not isinstance(resp, dict):
-                    failed.append(f"entry {n}: no response")
-                    continue
-                code = _status_code(resp.get("status", ""))
-                if code is None or not 200 <= code < 300:
-                    why = _outcome_text(resp.get("outcome"), errors_only=False)
-                    failed.append(
-                        f"entry {n}: {resp.get('status', '')}" + (f" ({why})" if why else "")
-                    )
+            failed = _failed_entries(doc)
             if failed:
                 return FhirAnswer(False, "; ".join(failed))
         return FhirAnswer(True, "")

@@ -193,7 +193,7 @@ def _fault_note(faults: list[Fault]) -> tuple[bool, str]:
     notes: list[str] = []
     stray = False
     for f in faults:
-        shown = f.data[:_SHOWN].decode("latin-1").encode("unicode_escape").decode("ascii")
+        shown = f.data[:_SHOWN].decode("latin-1")  # quoted with repr(): control bytes escaped
         if f.kind is FaultKind.STRAY:
             stray = True
             notes.append(f"{f.size} bytes arrived without MLLP framing (starting {shown!r})")
@@ -452,6 +452,7 @@ class _Lane:
             code=ack.code,
             positive=ack.is_known and ack.code in POSITIVE_CODES,
             text=text,
+            error_codes=ack.error_codes,
         )
 
     # ------------------------------------------------------------- timing out
@@ -533,6 +534,7 @@ class _Lane:
         code: str = "",
         positive: bool = False,
         text: str = "",
+        error_codes: tuple[str, ...] = (),
     ) -> None:
         if p in self.inflight:
             self.inflight.remove(p)
@@ -549,6 +551,7 @@ class _Lane:
         result.attempts = p.attempts
         result.connection = self.number
         result.acks = p.acks
+        result.error_codes = list(error_codes)
         settled = self.settled
         settled[p.msg.control_id] = p.index
         settled.move_to_end(p.msg.control_id)

@@ -28,7 +28,8 @@ class Result:
     ``code`` is the final MSA-1 (or the HTTP status) that decided it, ``""`` when none;
     ``acks`` every acknowledgment code credited to it in order (``["CA", "AA"]``);
     ``late_acks`` acknowledgments for it that arrived after it was decided (never
-    credited to another message); ``latency`` seconds from its last send to its answer.
+    credited to another message); ``latency`` seconds from its last send to its answer;
+    ``error_codes`` the HL7 table 0357 codes of the deciding ACK's ERR segments.
     """
 
     index: int
@@ -45,6 +46,7 @@ class Result:
     connection: int | None = None
     acks: list[str] = field(default_factory=list)
     late_acks: list[str] = field(default_factory=list)
+    error_codes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
         """The ``--json`` object for this message."""
@@ -57,6 +59,7 @@ class Result:
             "ack_code": self.code,
             "positive": self.positive,
             "error": self.text,
+            "error_codes": list(self.error_codes),
             "latency_ms": None if self.latency is None else round(self.latency * 1000, 3),
             "attempts": self.attempts,
             "connection": self.connection,

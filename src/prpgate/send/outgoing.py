@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prpgate.core import mllp
 from prpgate.core.ack import read_context
+from prpgate.core.fhir_request import looks_like_fhir
 from prpgate.errors import FramingError
 from prpgate.replay import discover, iter_inputs
 
@@ -137,6 +138,8 @@ def outgoing(data: bytes, *, file: str, number: int, source: str) -> Outgoing:
     framed = b""
     if not body.strip(b" \t\r\n\x00"):
         problem = "empty input: no message to send"
+    elif looks_like_fhir(data):
+        problem = "FHIR JSON, not HL7 v2: send it to a FHIR base URL (http:// or https://)"
     else:
         try:
             framed = mllp.frame(body)
@@ -157,8 +160,10 @@ def outgoing(data: bytes, *, file: str, number: int, source: str) -> Outgoing:
 
 
 def read_hl7_files(paths: Sequence[Path]) -> list[Outgoing]:
-    """Every message in the files and folders, in replay's order (``replay.discover``,
-    ``replay.iter_inputs``). Raises FileNotFoundError for a path that does not exist."""
+    """Every input in the files and folders, in replay's order and with replay's labels
+    (``replay.discover``, ``replay.iter_inputs``); FHIR inputs among them are kept with
+    the problem that they cannot go over MLLP. Raises FileNotFoundError for a path that
+    does not exist."""
     out: list[Outgoing] = []
     for path in discover(paths):
         for number, (label, data) in enumerate(iter_inputs([path]), 1):
