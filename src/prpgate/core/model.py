@@ -43,15 +43,17 @@ class ResultStatus(Enum):
     @property
     def is_deciding(self) -> bool:
         """Only final, corrected and amended results take part in decisions."""
-        return self in _DECIDING
+        # identity tests: hashing an Enum member for a set lookup is a Python-level call
+        return (
+            self is ResultStatus.FINAL
+            or self is ResultStatus.CORRECTED
+            or self is ResultStatus.AMENDED
+        )
 
     @property
     def is_retraction(self) -> bool:
         """An entered-in-error result retracts what its earlier versions caused."""
         return self is ResultStatus.ENTERED_IN_ERROR
-
-
-_DECIDING = frozenset({ResultStatus.FINAL, ResultStatus.CORRECTED, ResultStatus.AMENDED})
 
 
 class Comparator(Enum):

@@ -200,7 +200,6 @@ def decide(
     message's arrival number and ``source`` its label (e.g. the control id).
     """
     current: dict[str, StoredResult] = {r.key: r for r in state.results}
-    outputs = {o.identifier: o for o in state.outputs}
     issues_by_result: dict[str, list[StoredOutput]] = {}
     flags_by_rule: dict[str, StoredOutput] = {}
     for out in state.outputs:
@@ -208,7 +207,6 @@ def decide(
             issues_by_result.setdefault(out.result_key, []).append(out)
         else:
             flags_by_rule[out.rule] = out
-    del outputs
 
     upserts: dict[str, StoredResult] = {}
     removed: list[str] = []
@@ -217,28 +215,32 @@ def decide(
     issues: list[IssueChange] = []
     judgements: list[tuple[str, Judgement]] = []
     latest_version: dict[str, Normalised] = {}
+    patient_key = state.patient_key
 
     for item in normalised:
-        key = item.result.key.text
-        if not item.result.status.is_deciding:
+        r = item.result
+        status = r.status
+        if not status.is_deciding:
             continue
+        key = r.key.text
+        analyte = item.analyte
         stored = StoredResult(
-            key=key,
-            patient_key=state.patient_key,
-            analyte=item.analyte,
-            value=item.value,
-            comparator=item.comparator,
-            effective=item.result.effective,
-            effective_sort=item.result.effective_sort,
-            seq=seq,
-            status=item.result.status,
-            source=f"{source} {item.result.source}",
+            key,
+            patient_key,
+            analyte,
+            item.value,
+            item.comparator,
+            r.effective,
+            r.effective_sort,
+            seq,
+            status,
+            f"{source} {r.source}",
         )
         current[key] = stored
         upserts[key] = stored
         latest_version[key] = item
-        touched[item.analyte] = key
-        trigger_effective[item.analyte] = item.result.effective
+        touched[analyte] = key
+        trigger_effective[analyte] = r.effective
     for withdrawn in retracted:
         key = withdrawn if isinstance(withdrawn, str) else withdrawn.result.key.text
         old = current.pop(key, None)
@@ -285,8 +287,13 @@ def decide(
 
     # Flags for every rule of every analyte this message touched.
     flags: list[FlagChange] = []
+    by_analyte: dict[str, list[StoredResult]] = {}
+    for stored in current.values():
+        if stored.analyte in touched:
+            by_analyte.setdefault(stored.analyte, []).append(stored)
     for analyte, trigger_key in touched.items():
-        ordered = _latest_first(r for r in current.values() if r.analyte == analyte)
+        group = by_analyte.get(analyte, [])
+        ordered = _latest_first(group) if len(group) > 1 else group
         for rule in rules_by_analyte.get(analyte, ()):
             change = _flag_change(
                 rule,
