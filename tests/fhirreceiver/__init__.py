@@ -1,0 +1,1 @@
+"""A small FHIR receiver for ``prpgate send`` tests (Starlette, run by uvicorn)."""
