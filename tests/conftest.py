@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
+import psycopg
 import pytest
 
 from prpgate.config import Settings
 from prpgate.core.pipeline import Engine
 from prpgate.engine import build_engine
+from prpgate.errors import StoreConflictError
+from prpgate.ports import StoreBackend
+from prpgate.store.factory import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -66,3 +75,89 @@ class FixedClock:
 def engine() -> Engine:
     """The pipeline engine on the shipped mappings (built once: the UCUM registry is slow)."""
     return build_engine(Settings(mappings=MAPPINGS))
+
+
+def pg_server_dsn() -> str:
+    """The DSN of the test PostgreSQL server (``PRPGATE_TEST_PG_DSN``).
+
+    Without one the test is skipped saying so, except in CI (``CI`` or ``PRPGATE_CI``
+    set), where a missing server fails the run: ``.ci/run`` starts one.
+    """
+    dsn = os.environ.get("PRPGATE_TEST_PG_DSN", "").strip()
+    if dsn:
+        return dsn
+    reason = (
+        "no PostgreSQL server: set PRPGATE_TEST_PG_DSN=postgresql://... "
+        "(`.ci/pg-cluster start DIR` starts a throwaway one)"
+    )
+    if os.environ.get("CI") or os.environ.get("PRPGATE_CI"):
+        pytest.fail(f"{reason}; CI must test against PostgreSQL")
+    pytest.skip(reason)
+
+
+def pg_schema_url(dsn: str, schema: str) -> str:
+    """The DSN with ``search_path`` set to ``schema`` and ``application_name`` too (libpq
+    URL query parameters), so a test can find its own server connections."""
+    options = quote(f"-c search_path={schema}", safe="")
+    return f"{dsn}{'&' if '?' in dsn else '?'}options={options}&application_name={schema}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A postgresql:// URL whose tables live in a fresh, empty schema of this test's own
+    (dropped afterwards), so tests never see each other's rows."""
+    dsn = pg_server_dsn()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"'.encode())
+    try:
+        yield pg_schema_url(dsn, schema)
+    finally:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE'.encode())
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """One store backend under test: its ``store_url``, a way to open it, and direct SQL
+    for what the ports do not show (schema version, columns)."""
+
+    kind: str  # "sqlite" or "postgresql"
+    url: str
+
+    @property
+    def settings(self) -> Settings:
+        """Settings naming this store."""
+        return Settings(store_url=self.url, mappings=MAPPINGS)
+
+    @property
+    def conflict(self) -> type[Exception]:
+        """What committing a second first arrival of one message raises (SQLite's writer
+        lock makes the race impossible there, so its constraint error is not translated)."""
+        return sqlite3.IntegrityError if self.kind == "sqlite" else StoreConflictError
+
+    def open(self, *, migrate: bool = True) -> StoreBackend:
+        """The store through the factory, as every command opens it."""
+        return open_store(self.settings, migrate=migrate)
+
+    def sql(self, query: str, *args: object) -> list[tuple[object, ...]]:
+        """Run one statement directly (committed); returns its rows."""
+        if self.kind == "sqlite":
+            db = sqlite3.connect(self.url.removeprefix("sqlite:///"))
+            try:
+                rows = db.execute(query.replace("%s", "?"), args).fetchall()
+                db.commit()
+                return rows
+            finally:
+                db.close()
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+            cur = conn.execute(query.encode(), args)
+            return list(cur.fetchall()) if cur.description else []
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
+    """Each store backend in turn (PostgreSQL: a fresh schema on the test server)."""
+    if request.param == "sqlite":
+        return StoreSpec("sqlite", f"sqlite:///{tmp_path / 'store.sqlite'}")
+    return StoreSpec("postgresql", str(request.getfixturevalue("pg_url")))

@@ -263,3 +263,7 @@ _register_outbox(app)
 from prpgate.cli_send import register as _register_send  # noqa: E402
 
 _register_send(app)
+
+from prpgate.cli_store import register as _register_store  # noqa: E402
+
+_register_store(app)

@@ -37,8 +37,8 @@ from prpgate.delivery.wiring import open_worker
 from prpgate.engine import build_engine
 from prpgate.errors import ConfigError, MappingError
 from prpgate.ingest import ingest
-from prpgate.ports import MessageRecord, OutboxEntry, PriorMessage, StoreSession
-from prpgate.store.sqlite import SqliteStore, patient_hash
+from prpgate.ports import MessageRecord, OutboxEntry, PriorMessage, StoreBackend, StoreSession
+from prpgate.store.sqlite import patient_hash
 
 __all__ = [
     "deliver_cmd",
@@ -152,7 +152,7 @@ def deliver_cmd(
 
 
 async def _deliver(
-    settings: Settings, db: SqliteStore, *, once: bool, drain: bool, timeout: float | None
+    settings: Settings, db: StoreBackend, *, once: bool, drain: bool, timeout: float | None
 ) -> DeliveryStats:
     async with open_worker(settings, db) as worker:
         if once:

@@ -14,7 +14,9 @@ from rich.markup import escape
 from prpgate.config import Settings, load_settings
 from prpgate.errors import ConfigError, StoreError
 from prpgate.logs import configure_logging
-from prpgate.store.sqlite import SqliteStore
+from prpgate.ports import StoreBackend
+from prpgate.store.factory import Backend, store_location
+from prpgate.store.factory import open_store as open_backend
 
 __all__ = [
     "EXIT_FAILED",
@@ -31,7 +33,10 @@ __all__ = [
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="SQLite store file.")]
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option("--store", help="SQLite store file (PRPGATE_STORE_URL names any store)."),
+]
 MappingsOpt = Annotated[Path | None, typer.Option("--mappings", help="Mappings folder.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Settings file (TOML).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
@@ -55,14 +60,17 @@ def cli_settings(config: Path | None, **overrides: Any) -> Settings:
 
 
 @contextmanager
-def open_store(settings: Settings, *, must_exist: bool = True) -> Iterator[SqliteStore]:
-    """The configured store for one command, closed afterwards. A store that is missing
-    (when it must exist) or cannot open exits 2; a store error while in use exits 1."""
-    if must_exist and not settings.store.exists():
-        raise fail(f"no store at {settings.store}")
+def open_store(settings: Settings, *, must_exist: bool = True) -> Iterator[StoreBackend]:
+    """The configured store (SQLite or PostgreSQL) for one command, closed afterwards. A
+    SQLite file that is missing (when it must exist), a bad store URL or a store that
+    cannot open exits 2; a store error while in use exits 1."""
     try:
-        db = SqliteStore(settings.store, durable=settings.durable)
-    except StoreError as exc:
+        where = store_location(settings)
+        sqlite_file = where.path if where.backend is Backend.SQLITE else None
+        if must_exist and sqlite_file is not None and not sqlite_file.exists():
+            raise fail(f"no store at {where.display}")
+        db = open_backend(settings)
+    except (ConfigError, StoreError) as exc:
         raise fail(str(exc)) from exc
     try:
         yield db

@@ -11,7 +11,7 @@ __all__ = [
     "ParseError",
     "PrpgateError",
     "RuleError",
-    "StoreConflict",
+    "StoreConflictError",
     "StoreError",
 ]
 
@@ -95,7 +95,7 @@ class StoreError(PrpgateError):
     """The store could not durably record or read something."""
 
 
-class StoreConflict(StoreError):
+class StoreConflictError(StoreError):
     """A transaction lost a race with another one (a deadlock, a serialization failure, a
     patient's lock held by another instance, the same retransmit committed first): nothing
     of it was committed, and running the same unit of work again is expected to succeed."""

@@ -4,8 +4,8 @@ Every input is recorded (raw bytes kept) whatever becomes of it. Evaluation runs
 inside a savepoint: if anything fails after the message row exists, the partial
 writes roll back and the message is recorded again as an error (AE, HL7 code 207)
 with its raw bytes, so nothing is lost and nothing half-written remains. A store failure
-(StoreError, StoreConflict) is not the message's fault: it leaves ``ingest`` and the
-caller's transaction rolls back whole (a listener answers "send again").
+(StoreError, StoreConflictError) is not the message's fault: it leaves ``ingest`` and
+the caller's transaction rolls back whole (a listener answers "send again").
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from prpgate.core.fhir_request import looks_like_fhir, split_ndjson
 from prpgate.core.pipeline import Disposition, Engine
 from prpgate.ingest import Ingested, ingest
 from prpgate.ports import Clock, Store
+from prpgate.store.retry import retry_conflicts
 
 __all__ = ["ReplayStats", "discover", "iter_inputs", "replay"]
 
@@ -132,12 +133,16 @@ def replay(
     stats = ReplayStats(files=len(files))
     pending: list[tuple[str, bytes]] = []
 
-    def flush() -> None:
+    def commit() -> list[tuple[str, Ingested]]:
         done: list[tuple[str, Ingested]] = []
         with store.session() as session:
             now = clock.now()
             for source, raw in pending:
                 done.append((source, ingest(session, engine, raw, source=source, received_at=now)))
+        return done
+
+    def flush() -> None:
+        done = retry_conflicts(commit)  # a batch that lost a race with another instance
         for source, item in done:
             stats.count(source, item)
         pending.clear()

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import structlog
 from prometheus_client import (
@@ -41,12 +41,12 @@ from prpgate.config import Settings
 from prpgate.core.pipeline import Disposition, Engine
 from prpgate.delivery.wiring import open_worker
 from prpgate.engine import build_engine
-from prpgate.errors import ConfigError, StoreError
+from prpgate.errors import ConfigError, StoreConflictError, StoreError
 from prpgate.ingest import Ingested, ingest
 from prpgate.listeners.fhir_wiring import fhir_listener
 from prpgate.listeners.mllp import MllpConfig, MllpListener
-from prpgate.ports import Clock, MessageRecord, OutboxStats, Store, StoreSession
-from prpgate.store.sqlite import SqliteStore
+from prpgate.ports import Clock, MessageRecord, OutboxStats, Store, StoreBackend, StoreSession
+from prpgate.store.factory import open_store, store_location
 
 __all__ = [
     "HealthServer",
@@ -60,6 +60,7 @@ __all__ = [
 _log = structlog.get_logger("prpgate.serve")
 T = TypeVar("T")
 
+_CONFLICT_RETRIES = 8  # runs of one message that lost a race, before answering "send again"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -277,8 +278,10 @@ class StoreWriter:
                 else:
                     job.future.set_result(out)
 
-    def _commit(self, batch: list[_Job]) -> list[object]:
-        """On the worker thread: one transaction for the batch; isolate on failure."""
+    def _commit(self, batch: list[_Job], conflicts: int = 0) -> list[object]:
+        """On the worker thread: one transaction for the batch; isolate on failure. A
+        message alone that lost a race with another instance (StoreConflictError) runs
+        again."""
         started = time.perf_counter()
         try:
             with self._store.session() as session:
@@ -286,6 +289,9 @@ class StoreWriter:
         except Exception as exc:  # one worker iteration: the batch's failure is reported
             if len(batch) > 1:
                 return [self._commit([job])[0] for job in batch]
+            if isinstance(exc, StoreConflictError) and conflicts < _CONFLICT_RETRIES:
+                time.sleep(0.005 * (conflicts + 1))  # the winner commits meanwhile
+                return self._commit(batch, conflicts + 1)
             _log.error("store commit failed", error=str(exc), kind=type(exc).__name__)
             if isinstance(exc, StoreError):
                 return [exc]
@@ -439,8 +445,8 @@ async def _refresh_outbox(writer: StoreWriter, metrics: ServeMetrics) -> None:
 
 
 def _outbox_stats(store: Store) -> OutboxStats:
-    assert isinstance(store, SqliteStore)  # serve runs on the SQLite store
-    return store.outbox_stats(include_done=False)
+    # the writer's store comes from open_store: a StoreBackend, outbox included
+    return cast(StoreBackend, store).outbox_stats(include_done=False)
 
 
 async def serve(
@@ -464,7 +470,7 @@ async def serve(
     clock = clock or SystemClock()
     stop = stop or asyncio.Event()
     metrics = ServeMetrics()
-    store = SqliteStore(settings.store, durable=settings.durable)
+    store = open_store(settings)
     writer = StoreWriter(store, engine, max_batch=settings.commit_batch, metrics=metrics)
     await writer.start()
     listener = MllpListener(
@@ -524,7 +530,7 @@ async def serve(
             "http_port": http.port if settings.http_enabled else 0,
             "fhir_http_port": fhir.port if fhir is not None else 0,
         }
-        _log.info("serving", **ports, store=str(settings.store))
+        _log.info("serving", **ports, store=store_location(settings).display)
         if on_ready is not None:
             on_ready(ports)
         await stop.wait()
@@ -544,18 +550,15 @@ async def serve(
 
 
 def _start_delivery(settings: Settings, stop: asyncio.Event) -> asyncio.Task[None]:
-    """Run the outbox worker beside the listener, on its own store connection (WAL lets
-    it read and mark rows while the writer commits)."""
+    """Run the outbox worker beside the listener, on its own store connection (SQLite's
+    WAL lets it read and mark rows while the writer commits; on PostgreSQL its own pool)."""
 
     async def deliver() -> None:
-        store = SqliteStore(settings.store, durable=settings.durable)
         try:
-            async with open_worker(settings, store) as worker:
+            async with open_worker(settings) as worker:
                 stats = await worker.run(stop)
                 _log.info("delivery stopped", delivered=stats.delivered)
         except Exception:  # top of a worker: log with context, never take serve down
             _log.exception("delivery worker failed")
-        finally:
-            store.close()
 
     return asyncio.create_task(deliver(), name="prpgate-delivery")

@@ -8,9 +8,8 @@ from datetime import datetime
 from prpgate.core.build import resource_id
 from prpgate.core.pipeline import Emitted, Outcome
 from prpgate.core.state import OutputKind
-from prpgate.ports import MessageRecord
+from prpgate.ports import MessageRecord, StoreBackend
 from prpgate.store.memory_outbox import MemoryOutbox
-from prpgate.store.sqlite import SqliteStore
 
 SID = "https://prpgate.example/fhir/sid"
 PATIENT_SYSTEM = "urn:oid:1.2.3"
@@ -52,9 +51,10 @@ def resource_for(kind: str, ident: str, status: str, mrn: str) -> str:
 
 
 class SqliteFiller:
-    """Adds outbox rows to a SqliteStore the way ingest does (a message, then apply)."""
+    """Adds outbox rows to a store (SQLite or PostgreSQL) the way ingest does (a message,
+    then apply)."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: StoreBackend) -> None:
         self.store = store
         self._n = 0
 

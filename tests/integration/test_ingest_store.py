@@ -1,4 +1,5 @@
-"""ingest() against a SQLite file: dedup, control-id reuse, failure isolation, durability."""
+"""The store contract: ingest() against each store backend (a SQLite file, a PostgreSQL
+schema) — dedup, control-id reuse, failure isolation, durability, schema versions."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from prpgate.core.model import LabResult, Normalised, Unmapped
 from prpgate.core.pipeline import AckCode, Disposition, Engine, Normaliser, read
 from prpgate.errors import StoreError
 from prpgate.ingest import ingest
+from prpgate.ports import StoreBackend
 from prpgate.store.sqlite import SCHEMA_VERSION, SqliteStore
-from tests.conftest import FIXED_NOW, load
+from tests.conftest import FIXED_NOW, StoreSpec, load
 
 
 class BadTimeMapper:
@@ -31,13 +33,15 @@ class BadTimeMapper:
         return out
 
 
-def _ingest(store: SqliteStore, engine: Engine, raw: bytes, source: str = "t") -> object:
+def _ingest(store: StoreBackend, engine: Engine, raw: bytes, source: str = "t") -> object:
     with store.session() as s:
         return ingest(s, engine, raw, source=source, received_at=FIXED_NOW)
 
 
-def test_ingest_retransmit_is_recorded_not_processed_again(tmp_path: Path, engine: Engine) -> None:
-    store = SqliteStore(tmp_path / "s.sqlite")
+def test_ingest_retransmit_is_recorded_not_processed_again(
+    store_spec: StoreSpec, engine: Engine
+) -> None:
+    store = store_spec.open()
     raw = load("cbc_high_wbc.hl7")
     first = _ingest(store, engine, raw)
     again = _ingest(store, engine, raw.replace(b"\r", b"\r\n"))  # same content, other line ends
@@ -52,9 +56,9 @@ def test_ingest_retransmit_is_recorded_not_processed_again(tmp_path: Path, engin
 
 
 def test_ingest_reused_control_id_with_new_content_is_processed(
-    tmp_path: Path, engine: Engine
+    store_spec: StoreSpec, engine: Engine
 ) -> None:
-    store = SqliteStore(tmp_path / "s.sqlite")
+    store = store_spec.open()
     raw = load("cbc_high_wbc.hl7")
     first = _ingest(store, engine, raw)
     changed = raw.replace(b"|23.4|", b"|5.1|")
@@ -72,17 +76,17 @@ def test_ingest_reused_control_id_with_new_content_is_processed(
 
 
 def test_ingest_failure_rolls_back_partial_writes_and_keeps_raw(
-    tmp_path: Path, engine: Engine
+    store_spec: StoreSpec, engine: Engine
 ) -> None:
     broken = dataclasses.replace(engine, mapper=BadTimeMapper(engine.mapper))
-    store = SqliteStore(tmp_path / "s.sqlite")
+    store = store_spec.open()
     raw = load("cbc_high_wbc.hl7")
     with store.session() as s:
         ok = ingest(s, engine, load("cbc_low_wbc.hl7"), source="a", received_at=FIXED_NOW)
         failed = ingest(s, broken, raw, source="b", received_at=FIXED_NOW)
     rows = store.list_messages()
     outputs = store.outputs()
-    seqs = sqlite3.connect(tmp_path / "s.sqlite").execute("SELECT DISTINCT seq FROM results")
+    seqs = store_spec.sql("SELECT DISTINCT seq FROM results")
     store.close()
     assert ok.disposition is Disposition.ACCEPTED
     assert failed.disposition is Disposition.ERROR
@@ -97,23 +101,29 @@ def test_ingest_failure_rolls_back_partial_writes_and_keeps_raw(
     assert [row[0] for row in seqs] == [ok.message_id]  # only the first message's results
 
 
-def test_store_commits_survive_reopen(tmp_path: Path, engine: Engine) -> None:
-    path = tmp_path / "s.sqlite"
-    store = SqliteStore(path)
+def test_store_commits_survive_reopen(store_spec: StoreSpec, engine: Engine) -> None:
+    store = store_spec.open()
     _ingest(store, engine, load("crp_inr.hl7"))
     store.close()
-    reopened = SqliteStore(path)
+    reopened = store_spec.open()
     kinds = sorted(o.kind for o in reopened.outputs())
     messages = reopened.list_messages()
     reopened.close()
     assert kinds == ["DetectedIssue", "DetectedIssue", "Flag", "Flag"]
     assert len(messages) == 1
+
+
+def test_sqlite_store_is_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    SqliteStore(path).close()
     mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
 
 
-def test_store_session_rolls_back_everything_on_exception(tmp_path: Path, engine: Engine) -> None:
-    store = SqliteStore(tmp_path / "s.sqlite")
+def test_store_session_rolls_back_everything_on_exception(
+    store_spec: StoreSpec, engine: Engine
+) -> None:
+    store = store_spec.open()
 
     def crash_before_commit() -> None:
         with store.session() as s:
@@ -127,19 +137,17 @@ def test_store_session_rolls_back_everything_on_exception(tmp_path: Path, engine
     store.close()
 
 
-def test_store_refuses_a_newer_schema(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite"
-    SqliteStore(path).close()
-    conn = sqlite3.connect(path)
-    conn.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION + 1,))
-    conn.commit()
-    conn.close()
+def test_store_refuses_a_newer_schema(store_spec: StoreSpec) -> None:
+    store_spec.open().close()
+    store_spec.sql("UPDATE schema_version SET version=%s", SCHEMA_VERSION + 1)
     with pytest.raises(StoreError, match="newer"):
-        SqliteStore(path)
+        store_spec.open()
 
 
-def test_store_explanation_records_are_json_in_order(tmp_path: Path, engine: Engine) -> None:
-    store = SqliteStore(tmp_path / "s.sqlite")
+def test_store_explanation_records_are_json_in_order(
+    store_spec: StoreSpec, engine: Engine
+) -> None:
+    store = store_spec.open()
     item = _ingest(store, engine, load("cbc_high_wbc.hl7"))
     records = store.explanation(item.message_id)  # type: ignore[attr-defined]
     store.close()

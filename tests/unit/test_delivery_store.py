@@ -1,4 +1,5 @@
-"""The outbox contract, run against the memory fake and SQLite so the fake stays honest."""
+"""The outbox contract, run against the memory fake, SQLite and PostgreSQL (so the fake
+stays honest and both stores keep one contract)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from prpgate.ports import OutboxStore
 from prpgate.store.memory_outbox import MemoryOutbox
 from prpgate.store.sqlite import SqliteStore
-from tests.conftest import FIXED_NOW
+from tests.conftest import FIXED_NOW, StoreSpec
 from tests.fhirserver.support import SqliteFiller, flag_json, issue_json
 
 LEASE = timedelta(minutes=5)
@@ -49,15 +50,21 @@ class Pair:
         )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
 def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pair]:
     if request.param == "memory":
         mem = MemoryOutbox()
         yield Pair(mem, mem)
         return
-    db = SqliteStore(tmp_path / "s.sqlite", durable=False)
-    yield Pair(db, SqliteFiller(db))
-    db.close()
+    if request.param == "sqlite":
+        db = SqliteStore(tmp_path / "s.sqlite", durable=False)
+        yield Pair(db, SqliteFiller(db))
+        db.close()
+        return
+    spec = StoreSpec("postgresql", str(request.getfixturevalue("pg_url")))
+    pg = spec.open()
+    yield Pair(pg, SqliteFiller(pg))
+    pg.close()
 
 
 def test_outbox_claim_gives_one_row_per_patient_in_order(outbox: Pair) -> None:

@@ -1,14 +1,16 @@
 """Settings -> a ready OutboxWorker (httpx client, auth, sink, breaker, policy).
 
-Used by ``prpgate deliver`` and meant for ``prpgate serve``. The worker should own
-its store connection (a second ``SqliteStore`` on the same file): SQLite's WAL lets
-it claim and mark rows while the listener commits messages.
+Used by ``prpgate deliver`` and ``prpgate serve``. The worker owns its store
+connection: given none, it opens the configured store (``store.factory``) for itself —
+a second connection to the SQLite file (WAL lets it claim and mark rows while the
+listener commits messages) or its own PostgreSQL pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
 import httpx
@@ -23,6 +25,7 @@ from prpgate.delivery.patients import PatientResolver
 from prpgate.delivery.write import WriteMode
 from prpgate.errors import ConfigError
 from prpgate.ports import OutboxStore, Sleeper
+from prpgate.store.factory import open_store
 
 __all__ = ["build_auth", "open_worker", "worker_policy"]
 
@@ -76,21 +79,41 @@ def worker_policy(settings: Settings) -> WorkerPolicy:
 @asynccontextmanager
 async def open_worker(
     settings: Settings,
-    store: OutboxStore,
+    store: OutboxStore | None = None,
     *,
     clock: Sleeper | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[OutboxWorker]:
-    """A worker delivering ``store``'s outbox to ``settings.fhir_base_url``; the HTTP
-    client closes when the block ends. Raises ConfigError on incomplete settings."""
+    """A worker delivering ``store``'s outbox (default: the configured store, opened
+    here and closed after) to ``settings.fhir_base_url``; the HTTP client closes when
+    the block ends. Raises ConfigError on incomplete settings, StoreError when the
+    store cannot be opened."""
     if not settings.fhir_base_url:
         raise ConfigError("no fhir_base_url: set PRPGATE_FHIR_BASE_URL or --fhir-base-url")
     clock = clock or SystemClock()
     auth = build_auth(settings, clock)
+    async with AsyncExitStack() as stack:
+        if store is None:
+            own = await asyncio.to_thread(open_store, settings)
+            stack.callback(own.close)
+            store = own
+        async with _worker(settings, settings.fhir_base_url, store, clock, auth, transport) as w:
+            yield w
+
+
+@asynccontextmanager
+async def _worker(
+    settings: Settings,
+    base_url: str,
+    store: OutboxStore,
+    clock: Sleeper,
+    auth: httpx.Auth | None,
+    transport: httpx.AsyncBaseTransport | None,
+) -> AsyncIterator[OutboxWorker]:
     timeout = httpx.Timeout(settings.fhir_timeout, connect=settings.fhir_connect_timeout)
     limits = httpx.Limits(max_connections=settings.delivery_parallel * 2)
     async with httpx.AsyncClient(
-        base_url=settings.fhir_base_url.rstrip("/") + "/",
+        base_url=base_url.rstrip("/") + "/",
         timeout=timeout,
         limits=limits,
         auth=auth,

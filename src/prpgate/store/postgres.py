@@ -47,7 +47,7 @@ _OUTBOX_COLS = "id, identifier, kind, patient_key, version, message_id, state, a
 _OUTPUT_COLS = (
     "identifier, kind, patient_key, rule, result_key, status, version, message_id, resource"
 )
-# A transaction waiting longer than this for a patient held elsewhere gives up (StoreConflict)
+# A transaction waiting longer than this for a lock held elsewhere gives up (a conflict)
 _LOCK_TIMEOUT = "10s"
 
 
@@ -137,7 +137,7 @@ class PostgresStore(PostgresOutboxMixin):
     def session(self) -> Iterator[PostgresSession]:
         """A transaction, committed (and flushed by the server) when the block exits
         normally. Raises StoreError when no connection can be had or the commit fails,
-        StoreConflict when it lost a race (run the block again)."""
+        StoreConflictError when it lost a race (run the block again)."""
         with translated("transaction"), self._pool.connection() as conn, conn.transaction():
             yield PostgresSession(conn)
 

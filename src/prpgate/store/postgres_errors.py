@@ -1,5 +1,5 @@
-"""psycopg's errors translated at the store's edge: lost races become StoreConflict (run
-the unit of work again), everything else StoreError.
+"""psycopg's errors translated at the store's edge: lost races become StoreConflictError
+(run the unit of work again), everything else StoreError.
 
 Only the server's primary message and SQLSTATE are kept: a DETAIL line can quote the
 values of a key, and store errors reach logs and ACK ERR segments.
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import errors as pg_errors
 
-from prpgate.errors import StoreConflict, StoreError
+from prpgate.errors import StoreConflictError, StoreError
 
 __all__ = ["CONFLICTS", "describe", "translated"]
 
@@ -35,10 +35,10 @@ def describe(exc: psycopg.Error) -> str:
 
 @contextmanager
 def translated(what: str) -> Iterator[None]:
-    """Run the block; a psycopg error leaves it as StoreConflict or StoreError, chained."""
+    """Run the block; a psycopg error leaves it as StoreConflictError or StoreError."""
     try:
         yield
     except CONFLICTS as exc:
-        raise StoreConflict(f"{what}: {describe(exc)}") from exc
+        raise StoreConflictError(f"{what}: {describe(exc)}") from exc
     except psycopg.Error as exc:
         raise StoreError(f"{what}: {describe(exc)}") from exc

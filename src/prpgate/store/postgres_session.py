@@ -5,17 +5,17 @@ Two rules keep instances from deciding twice or out of order:
 * **One first arrival per retransmit key.** A unique index (schema version 2) admits one
   non-duplicate message per (MSH-3, MSH-4, MSH-10, content). When another instance
   commits the same message first, the insert fails (after waiting for that commit) and
-  the session raises StoreConflict; run again, the work finds the committed message and
-  records a duplicate.
+  the session raises StoreConflictError; run again, the work finds the committed message
+  and records a duplicate.
 * **One transaction at a time per patient.** An accepted message takes a transaction-level
   advisory lock per patient before its row is inserted, so for every patient the message
   ids (the arrival numbers that order results) follow the order in which the state was
   read and written. A transaction holding no lock yet waits for the locks it needs (in
   key order); one that already holds some only tries, and a busy patient raises
-  StoreConflict rather than risk a deadlock: the caller retries, alone or in a smaller
-  transaction.
+  StoreConflictError rather than risk a deadlock: the caller retries, alone or in a
+  smaller transaction.
 
-Errors from psycopg leave every method as StoreError or StoreConflict (``translated``).
+Errors from psycopg leave every method as StoreError or StoreConflictError (``translated``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import psycopg
 from prpgate.core.model import Comparator, ResultStatus
 from prpgate.core.pipeline import Outcome
 from prpgate.core.state import OutputKind, PatientState, StoredOutput, StoredResult
-from prpgate.errors import StoreConflict
+from prpgate.errors import StoreConflictError
 from prpgate.ports import MessageRecord, PriorMessage
 from prpgate.store.postgres_errors import translated
 
@@ -109,7 +109,7 @@ class PostgresSession:
 
     def add_message(self, record: MessageRecord) -> int:
         """Record an inbound message (after locking its patients when it is accepted);
-        returns its id. Raises StoreConflict when the same first arrival committed
+        returns its id. Raises StoreConflictError when the same first arrival committed
         elsewhere first, or a patient is busy while this transaction holds other locks."""
         if record.status == "accepted":
             self._lock({patient_lock(h) for h in record.patient_hashes})
@@ -296,5 +296,5 @@ class PostgresSession:
                     (PATIENT_LOCKS, needed),
                 ).fetchone()
                 if not row or not row[0]:
-                    raise StoreConflict("a patient of this message is busy in another transaction")
+                    raise StoreConflictError("a patient of this message is busy elsewhere")
         self._held = self._held | frozenset(needed)
