@@ -4,7 +4,10 @@ same pipeline and store as MLLP, and reads back what was decided.
 * ``POST [base]/Observation`` and ``POST [base]`` (transaction or batch Bundle): the
   body, as a request record (``core.fhir_request``), goes to the store writer; the
   answer is written only after its commit (as MLLP ACKs are). Every input is stored,
-  bad ones too (413 and 415 with the body's first 64 KiB).
+  bad ones too (413 and 415 with the body's first 64 KiB). A created Observation is
+  answered with an OperationOutcome saying what was read and decided; with
+  ``Prefer: return=representation`` with the Observation as received, with
+  ``return=minimal`` with no body.
 * ``GET [base]/metadata``: the CapabilityStatement.
 * ``GET [base]/DetectedIssue?patient.identifier=…``, ``GET [base]/Flag?…``.
 
@@ -266,7 +269,7 @@ def build_app(
             events.processed(item)
         if route == "bundle":
             return _bundle_answer(item, raw, config)
-        return _observation_answer(item)
+        return _observation_answer(item, body, _prefer(request))
 
     async def post_observation(request: Request) -> Response:
         return await post(request, "observation")
@@ -353,7 +356,16 @@ def _warnings(item: Ingested) -> list[OutcomeIssue]:
     return out
 
 
-def _observation_answer(item: Ingested) -> Response:
+def _prefer(request: Request) -> str:
+    """The ``return`` preference (``minimal``, ``representation``, ``OperationOutcome``)."""
+    for part in request.headers.get("prefer", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "return":
+            return value.strip().strip('"')
+    return "OperationOutcome"
+
+
+def _observation_answer(item: Ingested, body: bytes, prefer: str) -> Response:
     reading = item.reading
     if item.disposition is Disposition.DUPLICATE and item.ack is not AckCode.AA:
         status = http_status(reading.disposition, reading.errors)
@@ -371,6 +383,11 @@ def _observation_answer(item: Ingested) -> Response:
             f"accepted as message {item.message_id}: {len(reading.results)} result(s) read, "
             f"{len(item.emitted)} DetectedIssue/Flag version(s) created or changed"
         )
+    if prefer == "minimal":
+        return Response(status_code=status)
+    if prefer == "representation":
+        # the Observation as received: prpgate keeps no Observation resource of its own
+        return Response(body, status, media_type="application/fhir+json")
     return _outcome(status, OutcomeIssue("information", "informational", note), *_warnings(item))
 
 
