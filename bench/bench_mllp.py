@@ -9,7 +9,12 @@ records every message's send-to-ACK time. A second phase offers a fixed rate (de
 The client shares the machine's cores with the server: on a small machine the
 figures are a floor, and the echo baseline shows what the client alone can drive.
 
-Run: python bench/bench_mllp.py [--quick] [--messages N] [--json]
+`prpgate send`'s client (prpgate.send.mllp_client: it parses every ACK and checks its
+MSA-2) is the load generator for `prpgate serve` (``--serve-client bare`` puts back the
+minimal client below). Its own ceiling is measured against an echo server that answers
+each frame with its MSH-10 in MSA-2, beside the minimal client on the same server.
+
+Run: python bench/bench_mllp.py [--quick] [--messages N] [--json] [--serve-client send|bare]
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from prpgate.config import Settings
 from prpgate.core.mllp import Deframer, Frame, frame
 from prpgate.engine import build_engine
 from prpgate.ingest import ingest
+from prpgate.send.mllp_client import MllpTarget, SendOptions, Spread, send_mllp
+from prpgate.send.outgoing import outgoing
 from prpgate.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,6 +166,106 @@ async def drive(port: int, msgs: list[bytes], conns: int, rate: float | None) ->
     }
 
 
+# ------------------------------------------- prpgate send as the load generator
+
+
+async def _echo_mirror(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Like _echo, but the ACK's MSA-2 is the frame's MSH-10 (what prpgate send checks)."""
+    head, tail = ECHO_ACK.split(b"MSA|AA|X")
+    try:
+        while True:
+            data = await reader.readuntil(b"\x1c\r")
+            writer.write(head + b"MSA|AA|" + data.split(b"|", 10)[9] + tail)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def mirror_echo_server(ready_file: Path) -> None:
+    """A bare asyncio MLLP server answering every frame AA with its own MSH-10."""
+    server = await asyncio.start_server(_echo_mirror, "127.0.0.1", 0, limit=1 << 22)
+    port = server.sockets[0].getsockname()[1]
+    ready_file.write_text(json.dumps({"mllp_port": port, "pid": os.getpid()}))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    server.close()
+
+
+async def send_drive(
+    port: int, msgs: list[bytes], conns: int, rate: float | None
+) -> dict[str, float]:
+    """Like drive(), with prpgate send's client: msgs/s, latency percentiles (ms), and
+    how many messages were not positively acknowledged (0 in a sound run)."""
+    out = [outgoing(m, file="bench", number=i, source="bench") for i, m in enumerate(msgs, 1)]
+    options = SendOptions(
+        connections=conns, window=WINDOW, timeout=60.0, rate=rate, spread=Spread.MESSAGE
+    )
+    t0 = time.perf_counter()
+    results, _ = await send_mllp(MllpTarget("127.0.0.1", port), out, options)
+    seconds = time.perf_counter() - t0
+    latencies = [r.latency for r in results if r.latency is not None]
+    q = statistics.quantiles(latencies, n=100)
+    return {
+        "msgs_per_s": len(msgs) / seconds,
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "n": len(msgs),
+        "not_positive": sum(1 for r in results if not r.positive),
+    }
+
+
+def measure_send(
+    port: int, n: int, tag: str, rates: list[float], seconds: float
+) -> dict[str, dict[str, float]]:
+    """measure() with prpgate send's client as the load generator."""
+    out = {}
+    for conns in (1, 8):
+        out[f"c{conns}"] = asyncio.run(send_drive(port, messages(n, f"{tag}{conns}"), conns, None))
+    for rate in rates:
+        offered = messages(int(rate * seconds), f"{tag}R{int(rate)}")
+        out[f"r{int(rate)}"] = asyncio.run(send_drive(port, offered, 8, rate))
+    return out
+
+
+def send_ceiling(base: Path, n: int, env: dict[str, str]) -> dict[str, dict[str, float]]:
+    """prpgate send's client and the minimal client above, each against the mirroring
+    echo server (started here), over 1 and 8 connections."""
+    ready = base / "mirror.json"
+    proc, port = start([sys.executable, __file__, "--mirror-echo-server", str(ready)], ready, env)
+    try:
+        out = {}
+        for conns in (1, 8):
+            out[f"bare_c{conns}"] = asyncio.run(drive(port, messages(n, f"B{conns}"), conns, None))
+            out[f"send_c{conns}"] = asyncio.run(
+                send_drive(port, messages(n, f"S{conns}"), conns, None)
+            )
+    finally:
+        stop(proc)
+    return out
+
+
+def print_send_figures(ceiling: dict[str, dict[str, float]], serve_c8: float, client: str) -> None:
+    print(f"  prpgate send's client as a load generator (window {WINDOW}), mirroring echo server:")
+    for c in ("c1", "c8"):
+        bare, sent = ceiling[f"bare_{c}"], ceiling[f"send_{c}"]
+        print(
+            f"    {c[1:]} connection(s): prpgate send {sent['msgs_per_s']:>8,.0f} msgs/s"
+            f" (p50 {sent['p50_ms']:.2f} ms, p99 {sent['p99_ms']:.2f} ms,"
+            f" {sent['not_positive']:.0f} not positive);"
+            f" minimal client {bare['msgs_per_s']:>8,.0f} msgs/s;"
+            f" send/minimal {sent['msgs_per_s'] / bare['msgs_per_s']:.2f}"
+        )
+    headroom = ceiling["send_c8"]["msgs_per_s"] / serve_c8
+    print(
+        f"    serve rows above driven by the {client} client; prpgate send's ceiling is"
+        f" {headroom:.1f}x what serve sustained over 8 connections"
+        + ("" if headroom >= 3 else "  (under 3x: the serve figures may be client-bound)")
+    )
+
+
 def start(cmd: list[str], ready: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -199,10 +306,20 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="5 000 messages per phase")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--serve-client",
+        choices=["send", "bare"],
+        default="send",
+        help="load generator for prpgate serve: prpgate send's client or the minimal one",
+    )
     parser.add_argument("--echo-server", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--mirror-echo-server", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         asyncio.run(echo_server(args.echo_server))
+        return 0
+    if args.mirror_echo_server:
+        asyncio.run(mirror_echo_server(args.mirror_echo_server))
         return 0
     n = 5_000 if args.quick else args.messages
     rates = [float(r) for r in args.rates.split(",") if r]
@@ -219,6 +336,7 @@ def main() -> int:
             bare = measure(port, n, "E", rates, seconds)
         finally:
             stop(echo)
+        ceiling = send_ceiling(base, n, env)
         serve, port = start(
             [
                 str(Path(sys.executable).parent / "prpgate"),
@@ -236,7 +354,8 @@ def main() -> int:
             {**env, "PRPGATE_DURABLE": "true"},
         )
         try:
-            durable = measure(port, n, "P", rates, seconds)
+            drive_serve = measure_send if args.serve_client == "send" else measure
+            durable = drive_serve(port, n, "P", rates, seconds)
         finally:
             stop(serve)
         writer_alone = ingest_only(messages(n, "I"), base)
@@ -245,7 +364,11 @@ def main() -> int:
         "window": WINDOW,
         "rates": rates,
         "ingest_only_msgs_per_s": writer_alone,
+        "serve_client": args.serve_client,
     }
+    for key, vals in ceiling.items():
+        for k, v in vals.items():
+            figures[f"mirror_{key}_{k}"] = v
     for name, res in (("echo", bare), ("serve", durable)):
         for key, vals in res.items():
             for k, v in vals.items():
@@ -286,6 +409,7 @@ def main() -> int:
                 f"  p99 {r['p99_ms']:8.2f} ms"
             )
     print("  targets: >= 3 000 msgs/s over 8 connections durable; p99 <= 10 ms at 1 000 msgs/s")
+    print_send_figures(ceiling, durable["c8"]["msgs_per_s"], args.serve_client)
     return 0
 
 
