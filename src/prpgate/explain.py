@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from prpgate.core.explanation import expand_result
 from prpgate.ports import MessageRow, Store
 
 __all__ = ["message_report", "render_message"]
@@ -52,7 +53,7 @@ def message_report(store: Store, message: MessageRow) -> dict[str, Any]:
             "duplicate_of": message.duplicate_of,
             "control_id_reuse_of": message.reuse_of,
         },
-        "results": [r for r in records if r.get("kind") == "result"],
+        "results": [expand_result(r) for r in records if r.get("kind") == "result"],
         "flags": [r for r in records if r.get("kind") == "flag"],
         "retractions": [r for r in records if r.get("kind") == "retraction"],
         "outputs_changed": [r for r in records if r.get("kind") == "output"],

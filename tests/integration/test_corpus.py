@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from prpgate.core.explanation import expand_result
 from prpgate.core.pipeline import Engine
 from prpgate.replay import replay
 from prpgate.store.sqlite import SqliteStore
@@ -30,7 +31,7 @@ def results(store: SqliteStore) -> list[dict[str, object]]:
     for row in reversed(store.list_messages()):
         for rec in store.explanation(row.id):
             if rec["kind"] == "result":
-                out.append(rec)
+                out.append(expand_result(rec))
     return out
 
 

@@ -10,12 +10,13 @@ shows.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
-from prpgate.core.model import LabResult, Normalised, Unmapped
-from prpgate.core.rules import IssueChange, PatientDecisions
+from prpgate.core.model import Comparator, LabResult, Normalised, Unmapped
+from prpgate.core.rules import Direction, IssueChange, PatientDecisions, Rule, judge
 
-__all__ = ["explain_results", "issue_detail"]
+__all__ = ["expand_result", "explain_results", "issue_detail"]
 
 
 def issue_detail(change: IssueChange, control: str) -> str:
@@ -44,9 +45,13 @@ _ABNORMAL = {"H", "HH", "L", "LL", "A", "AA", ">", "<", "HU", "LU", "POS", "W"}
 
 def _lab_disagreement(r: LabResult, met: bool | None) -> str:
     """Where the lab's abnormal flag (OBX-8) and the rule pack disagree, say so."""
-    if not r.abnormal_flags or met is None:
+    return _flag_disagreement(r.abnormal_flags, met)
+
+
+def _flag_disagreement(flags: Sequence[str], met: bool | None) -> str:
+    if not flags or met is None:
         return ""
-    abnormal = any(f.upper() in _ABNORMAL for f in r.abnormal_flags)
+    abnormal = any(f.upper() in _ABNORMAL for f in flags)
     if met and not abnormal:
         return "the lab flags it normal but the rule pack finds it"
     if not met and abnormal:
@@ -65,17 +70,18 @@ def _lab_opinion(r: LabResult, met: bool | None) -> str:
 def explain_results(
     items: Sequence[Normalised | Unmapped], d: PatientDecisions
 ) -> list[dict[str, Any]]:
-    by_key: dict[str, list[dict[str, Any]]] = {}
+    """The explanation records of one patient's results, Flag changes and retractions.
+
+    A result record keeps what was read and how it was normalised; for a deciding
+    result, ``rules`` lists each rule applied as ``[id, direction, moderate, high]``.
+    The verdicts and their words are not stored: they are a pure function of those
+    inputs (``judge``), and ``expand_result`` derives them when someone asks.
+    """
+    applied: dict[str, list[list[str]]] = {}
     for key, j in d.judgements:
-        by_key.setdefault(key, []).append(
-            {
-                "rule": j.rule.id,
-                "met": j.met,
-                "severity": j.severity.value if j.severity else None,
-                "threshold": str(j.threshold),
-                "direction": j.rule.direction.value,
-                "note": j.note,
-            }
+        rule = j.rule
+        applied.setdefault(key, []).append(
+            [rule.id, rule.direction.value, str(rule.moderate), str(rule.high)]
         )
     out: list[dict[str, Any]] = []
     for item in items:
@@ -93,27 +99,18 @@ def explain_results(
             "effective": r.effective,
         }
         if isinstance(item, Normalised):
-            record.update(
-                analyte=item.analyte,
-                value=str(item.value),
-                comparator=item.comparator.value if item.comparator else None,
-                unit=item.unit,
-                ucum=item.ucum,
-                factor=str(item.factor),
-                judgements=by_key.get(r.key.text, []) if r.status.is_deciding else [],
-            )
-            if not r.status.is_deciding:
-                record["note"] = f"status {r.status.value}: stored, decides nothing"
-            elif record["judgements"]:
-                verdicts = [j["met"] for j in record["judgements"]]
-                met = True if True in verdicts else (None if None in verdicts else False)
-                disagreement = _lab_disagreement(r, met)
-                if disagreement:
-                    record["lab_disagrees"] = disagreement
+            record["analyte"] = item.analyte
+            record["value"] = str(item.value)
+            record["comparator"] = item.comparator.value if item.comparator else None
+            record["unit"] = item.unit
+            record["ucum"] = item.ucum
+            record["factor"] = str(item.factor)
+            if r.status.is_deciding:
+                record["rules"] = applied.get(r.key.text, [])
         else:
-            record.update(
-                analyte=item.analyte or None, unmapped=item.reason.value, detail=item.detail
-            )
+            record["analyte"] = item.analyte or None
+            record["unmapped"] = item.reason.value
+            record["detail"] = item.detail
         out.append(record)
     for f in d.flags:
         out.append(
@@ -135,4 +132,55 @@ def explain_results(
                     "reason": c.reason,
                 }
             )
+    return out
+
+
+def expand_result(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored result record with its verdicts in words: ``judgements`` (rule, met,
+    severity, threshold, direction, note), a ``note`` for a result that decides
+    nothing, and ``lab_disagrees`` where the lab's flag and the rule pack differ.
+
+    Records of other kinds, and unmapped results, come back unchanged.
+    """
+    if record.get("kind") != "result" or "value" not in record:
+        return record
+    out = dict(record)
+    rules = out.pop("rules", None)
+    if rules is None:
+        out["judgements"] = []
+        out["note"] = f"status {record['status']}: stored, decides nothing"
+        return out
+    value = Decimal(record["value"])
+    comparator = Comparator(record["comparator"]) if record.get("comparator") else None
+    judgements = []
+    verdicts: list[bool | None] = []
+    for rule_id, direction, moderate, high in rules:
+        rule = Rule(
+            rule_id,
+            record["analyte"],
+            Direction(direction),
+            Decimal(moderate),
+            Decimal(high),
+            rule_id,
+            rule_id,
+        )
+        j = judge(rule, value, comparator)
+        verdicts.append(j.met)
+        judgements.append(
+            {
+                "rule": rule_id,
+                "met": j.met,
+                "severity": j.severity.value if j.severity else None,
+                "threshold": str(j.threshold),
+                "direction": direction,
+                "note": j.note,
+            }
+        )
+    out["judgements"] = judgements
+    if judgements:
+        met = True if True in verdicts else (None if None in verdicts else False)
+        flags = tuple(record.get("abnormal_flags") or ())
+        disagreement = _flag_disagreement(flags, met)
+        if disagreement:
+            out["lab_disagrees"] = disagreement
     return out

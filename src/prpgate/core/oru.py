@@ -267,9 +267,10 @@ def read_oru(
             _flush_waiting(walk)
         elif name == "ORC":
             if walk.order is None or walk.order.key == "":
-                placer = er7.value(seg, 2, delims=walk.d)
-                filler = er7.value(seg, 3, delims=walk.d)
-                walk.order = _Order(key=_order_key(filler, placer, walk, seg, 3))
+                f = seg.fields
+                placer = f[2] if len(f) > 2 else ""
+                filler = f[3] if len(f) > 3 else ""
+                walk.order = _Order(key=_order_key(placer, filler, walk.d))
         elif name == "OBX":
             if walk.order is None:
                 walk.waiting.append(seg)
@@ -300,23 +301,26 @@ def _flush_waiting(walk: _Walk, *, final: bool = False) -> None:
         _read_obx(seg, walk)
 
 
-def _order_key(filler: str, placer: str, walk: _Walk, seg: er7.Segment, n: int) -> str:
+def _order_key(placer_field: str, filler_field: str, d: er7.Delimiters) -> str:
     """Filler order number (EI: entity id ^ namespace), else placer; '' when neither."""
-    d = walk.d
-    if filler:
-        ns = er7.value(seg, n, 1, 2, delims=d)
-        return f"F:{filler}^{ns}" if ns else f"F:{filler}"
-    if placer:
-        ns = er7.value(seg, n - 1, 1, 2, delims=d)
-        return f"P:{placer}^{ns}" if ns else f"P:{placer}"
+    for prefix, raw in (("F", filler_field), ("P", placer_field)):
+        if raw:
+            comps = _components(raw, d)
+            if comps[0]:
+                ns = comps[1] if len(comps) > 1 else ""
+                return f"{prefix}:{comps[0]}^{ns}" if ns else f"{prefix}:{comps[0]}"
     return ""
+
+
+_OBR_FIELDS = 26  # OBR-1 .. OBR-25 are read
 
 
 def _read_order(seg: er7.Segment, walk: _Walk) -> _Order:
     d = walk.d
-    placer = er7.value(seg, 2, delims=d)
-    filler = er7.value(seg, 3, delims=d)
-    key = _order_key(filler, placer, walk, seg, 3)
+    f = seg.fields
+    if len(f) < _OBR_FIELDS:
+        f = f + ("",) * (_OBR_FIELDS - len(f))
+    key = _order_key(f[2], f[3], d)
     if not key and walk.order is not None:
         key = walk.order.key  # ORC carried the order numbers
     if not key:
@@ -325,18 +329,24 @@ def _read_order(seg: er7.Segment, walk: _Walk) -> _Order:
         )
     return _Order(
         key=key,
-        code=er7.value(seg, 4, delims=d),
-        effective=er7.value(seg, 7, delims=d),
-        status=er7.value(seg, 25, delims=d),
+        code=_first(f[4], d),
+        effective=_first(f[7], d),
+        status=_first(f[25], d),
     )
+
+
+_PID_FIELDS = 9  # PID-1 .. PID-8 are read
 
 
 def _read_patient(seg: er7.Segment, walk: _Walk) -> Patient:
     d = walk.d
+    f = seg.fields
+    if len(f) < _PID_FIELDS:
+        f = f + ("",) * (_PID_FIELDS - len(f))
     ids: list[PatientId] = []
-    for rep in er7.repetitions(seg, 3, d):
+    for rep in f[3].split(d.repetition) if f[3] else ():
         comps = er7.components(rep, d)
-        value = comps[0] if comps else ""
+        value = comps[0]
         if not value:
             continue
         authority = comps[3] if len(comps) > 3 else ""
@@ -344,20 +354,23 @@ def _read_patient(seg: er7.Segment, walk: _Walk) -> Patient:
         ids.append(PatientId(_system(authority, walk), value, type_code))
     if not ids:
         # PID-2 (external id, withdrawn in later versions) as a fallback
-        legacy = er7.value(seg, 2, delims=d)
+        legacy = _first(f[2], d)
         if legacy:
             ids.append(PatientId(_system("", walk), legacy, ""))
-    name_family = er7.value(seg, 5, 1, 1, delims=d)
-    name_given = er7.value(seg, 5, 1, 2, delims=d)
+    names = _components(f[5], d) if f[5] else [""]
+    name_family = names[0]
+    name_given = names[1] if len(names) > 1 else ""
     name = " ".join(p for p in (name_given, name_family) if p)
-    birth = er7.value(seg, 7, delims=d)
-    sex = er7.value(seg, 8, delims=d)
+    birth = _first(f[7], d)
+    sex = _first(f[8], d)
     if not ids:
         walk.problems.append(
             Problem(f"PID[{seg.index}]-3", "PID-3 has no patient identifier", code=101)
         )
         return Patient(PatientId("", ""), (), name, birth, sex)
-    primary = next((i for i in ids if i.type_code == "MR"), ids[0])
+    primary = ids[0]
+    if len(ids) > 1:
+        primary = next((i for i in ids if i.type_code == "MR"), ids[0])
     others = tuple(i for i in ids if i is not primary)
     return Patient(primary, others, name, birth, sex)
 
