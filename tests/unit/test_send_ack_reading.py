@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hl7
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prpgate.core.ack import AcceptCode, build_ack, read_context
 from prpgate.core.pipeline import AckCode, ErrorInfo
@@ -72,3 +74,24 @@ def test_read_ack_unknown_code_is_kept_as_sent() -> None:
 def test_read_ack_rejects_what_is_not_an_ack(data: bytes) -> None:
     with pytest.raises(ParseError):
         read_ack(data)
+
+
+_ACK_HEAD = b"MSH|^~\\&|A|B|C|D|20260101||ACK|X|P|2.5.1\r"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.binary(max_size=200).map(lambda tail: b"MSH" + tail),
+        st.binary(max_size=200).map(lambda tail: _ACK_HEAD + b"MSA|" + tail),
+        st.text(max_size=200).map(lambda t: (_ACK_HEAD.decode() + "MSA|AA|" + t).encode()),
+    )
+)
+def test_read_ack_raises_only_parse_error_on_any_bytes(data: bytes) -> None:
+    try:
+        got = read_ack(data)
+    except ParseError:
+        return
+    assert isinstance(got.code, str)
+    assert isinstance(got.control_id, str)
