@@ -16,6 +16,7 @@ from prpgate.core.build import (
     issue_identifier,
     validate_resource,
 )
+from prpgate.core.json_text import compact
 from prpgate.core.model import (
     Coding,
     LabResult,
@@ -142,3 +143,30 @@ def test_validate_resource_rejects_invalid_resource() -> None:
     broken["identifiedDateTime"] = "yesterday at noon"  # not a FHIR dateTime
     with pytest.raises(BuildError):
         validate_resource(json.dumps(broken))
+
+
+def test_built_text_is_canonical_compact_json_even_with_quotes_and_accents() -> None:
+    odd = Rule(
+        "leukocytosis",
+        "wbc",
+        Direction.ABOVE,
+        Decimal("11.0"),
+        Decimal("20.0"),
+        'Leukozytose "hoch" — Zählung',
+        "PRP gesperrt: Leukozytose\\",
+    )
+    n = _normalised("23.4")
+    j = judge(odd, n.value, None)
+    change = IssueChange(odd, n.result.key.text, "final", j, n, None, j.note)
+    patient = PatientId("urn:oid:1.2.3", 'MRN "77"\tß', "MR")
+    _, issue = build_issue(DEP, change, patient=patient, detail='sent "23,4"', identified="")
+    flag_change = FlagChange(odd, "active", "", n.result.key.text, None, None, "x")
+    _, flag = build_flag(DEP, flag_change, patient=patient, issue_ident="abc")
+    for text in (issue, flag):
+        parsed = json.loads(text)
+        assert text == compact(parsed)  # the same bytes compact() writes for it
+        validate_resource(text)
+    assert json.loads(issue)["code"]["text"] == 'Leukozytose "hoch" — Zählung'
+    assert json.loads(flag)["subject"]["identifier"]["value"] == 'MRN "77"\tß'
+    assert "identifiedDateTime" not in json.loads(issue)
+    assert "period" not in json.loads(flag)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from fhir.resources.R4B.detectedissue import DetectedIssue
@@ -87,8 +88,54 @@ def validate_resource(resource_json: str) -> None:
     _CHECKER.check(resource_json)
 
 
-def _patient_ref(patient: PatientId) -> dict[str, Any]:
-    return {"identifier": {"system": patient.system, "value": patient.value}}
+# Resources are written as compact JSON text directly: the parts a rule or a
+# deployment fixes are encoded once (``_fragments``), the values of one decision are
+# quoted with the encoder's own string function, in the key order ``compact`` would
+# write them. The result is exactly ``compact`` of the resource (tests/unit/test_build.py).
+_q = encode_basestring
+
+
+@dataclass(frozen=True, slots=True)
+class _Fragments:
+    """JSON fragments one (deployment, rule) always writes the same way."""
+
+    issue_code: str
+    flag_code: str
+    issue_system: str  # quoted identifier system of DetectedIssues
+    flag_system: str
+    result_system: str
+
+
+_FRAGMENTS: dict[tuple[Deployment, str, str, str], _Fragments] = {}
+
+
+def _fragments(dep: Deployment, rule_id: str, display: str, flag_text: str) -> _Fragments:
+    key = (dep, rule_id, display, flag_text)
+    found = _FRAGMENTS.get(key)
+    if found is None:
+        rule_coding = {"system": dep.rule_code_system, "code": rule_id, "display": display}
+        found = _Fragments(
+            issue_code=compact(
+                {"coding": [_coding(dep.issue_coding), rule_coding], "text": display}
+            ),
+            flag_code=compact({"coding": [rule_coding], "text": flag_text}),
+            issue_system=_q(f"{dep.identifier_system}/detected-issue"),
+            flag_system=_q(f"{dep.identifier_system}/flag"),
+            result_system=_q(f"{dep.identifier_system}/lab-result"),
+        )
+        if len(_FRAGMENTS) > 4096:  # one entry per rule and deployment; a bound for safety
+            _FRAGMENTS.clear()
+        _FRAGMENTS[key] = found
+    return found
+
+
+_FLAG_CATEGORY_JSON = compact(
+    [{"coding": [{"system": _FLAG_CATEGORY, "code": "lab", "display": "Lab"}]}]
+)
+
+
+def _patient_ref(patient: PatientId) -> str:
+    return f'{{"identifier":{{"system":{_q(patient.system)},"value":{_q(patient.value)}}}}}'
 
 
 def _coding(c: Coding) -> dict[str, str]:
@@ -98,20 +145,17 @@ def _coding(c: Coding) -> dict[str, str]:
     return out
 
 
-def _rule_coding(dep: Deployment, rule_id: str, display: str) -> dict[str, str]:
-    return {"system": dep.rule_code_system, "code": rule_id, "display": display}
-
-
-def _result_ref(dep: Deployment, n: Normalised) -> dict[str, Any]:
+def _result_ref(frags: _Fragments, n: Normalised) -> str:
     r = n.result
     unit = f" {r.unit_text}" if r.unit_text else ""
-    return {
-        "identifier": {"system": f"{dep.identifier_system}/lab-result", "value": r.key.text},
-        "display": f"{n.analyte} {r.comparator_text}{r.value_text}{unit}".strip(),
-    }
+    display = f"{n.analyte} {r.comparator_text}{r.value_text}{unit}".strip()
+    return (
+        f'{{"identifier":{{"system":{frags.result_system},"value":{_q(r.key.text)}}},'
+        f'"display":{_q(display)}}}'
+    )
 
 
-def _evidence_code(n: Normalised) -> list[dict[str, Any]]:
+def _evidence_code(n: Normalised) -> str:
     loinc = [c for c in n.result.codes if c.system.upper() in _LOINC_SYSTEMS]
     chosen = loinc[0] if loinc else n.result.codes[0]
     system = "http://loinc.org" if loinc else chosen.system
@@ -120,7 +164,7 @@ def _evidence_code(n: Normalised) -> list[dict[str, Any]]:
     )
     if chosen.display:
         coding["display"] = chosen.display
-    return [{"coding": [coding]}]
+    return compact([{"coding": [coding]}])
 
 
 def build_issue(
@@ -143,30 +187,19 @@ def build_issue(
         return change.existing.identifier, compact(retracted)
     assert change.judgement is not None
     assert change.normalised is not None
-    j, n = change.judgement, change.normalised
-    ident = issue_identifier(patient.key, change.rule.id, change.result_key)
+    j, n, rule = change.judgement, change.normalised, change.rule
     assert j.severity is not None
-    resource: dict[str, Any] = {
-        "resourceType": "DetectedIssue",
-        "id": resource_id("DetectedIssue", ident),
-        "identifier": [{"system": f"{dep.identifier_system}/detected-issue", "value": ident}],
-        "status": "final",
-        "code": {
-            "coding": [
-                _coding(dep.issue_coding),
-                _rule_coding(dep, change.rule.id, change.rule.display),
-            ],
-            "text": change.rule.display,
-        },
-        "severity": j.severity.value,
-        "patient": _patient_ref(patient),
-    }
-    if identified:
-        resource["identifiedDateTime"] = identified
-    resource["implicated"] = [_result_ref(dep, n)]
-    resource["evidence"] = [{"code": _evidence_code(n), "detail": [_result_ref(dep, n)]}]
-    resource["detail"] = detail
-    return ident, compact(resource)
+    frags = _fragments(dep, rule.id, rule.display, rule.flag_text)
+    ident = issue_identifier(patient.key, rule.id, change.result_key)
+    ref = _result_ref(frags, n)
+    when = f',"identifiedDateTime":{_q(identified)}' if identified else ""
+    return ident, (
+        f'{{"resourceType":"DetectedIssue","id":{_q(resource_id("DetectedIssue", ident))},'
+        f'"identifier":[{{"system":{frags.issue_system},"value":{_q(ident)}}}],'
+        f'"status":"final","code":{frags.issue_code},"severity":{_q(j.severity.value)},'
+        f'"patient":{_patient_ref(patient)}{when},"implicated":[{ref}],'
+        f'"evidence":[{{"code":{_evidence_code(n)},"detail":[{ref}]}}],"detail":{_q(detail)}}}'
+    )
 
 
 def build_flag(
@@ -182,7 +215,8 @@ def build_flag(
     flag-detail at the DetectedIssue ``issue_ident``; deactivation keeps the stored
     Flag and sets ``status`` inactive and ``period.end``.
     """
-    ident = flag_identifier(patient.key, change.rule.id)
+    rule = change.rule
+    ident = flag_identifier(patient.key, rule.id)
     if change.status == "inactive":
         assert change.existing is not None
         resource = json.loads(change.existing.resource)
@@ -191,30 +225,13 @@ def build_flag(
         if change.since:
             period["end"] = change.since
         return change.existing.identifier, compact(resource)
-    resource = {
-        "resourceType": "Flag",
-        "id": resource_id("Flag", ident),
-        "extension": [
-            {
-                "url": _FLAG_DETAIL,
-                "valueReference": {
-                    "identifier": {
-                        "system": f"{dep.identifier_system}/detected-issue",
-                        "value": issue_ident,
-                    },
-                    "type": "DetectedIssue",
-                },
-            }
-        ],
-        "identifier": [{"system": f"{dep.identifier_system}/flag", "value": ident}],
-        "status": "active",
-        "category": [{"coding": [{"system": _FLAG_CATEGORY, "code": "lab", "display": "Lab"}]}],
-        "code": {
-            "coding": [_rule_coding(dep, change.rule.id, change.rule.display)],
-            "text": change.rule.flag_text,
-        },
-        "subject": _patient_ref(patient),
-    }
-    if change.since:
-        resource["period"] = {"start": change.since}
-    return ident, compact(resource)
+    frags = _fragments(dep, rule.id, rule.display, rule.flag_text)
+    period = f',"period":{{"start":{_q(change.since)}}}' if change.since else ""
+    return ident, (
+        f'{{"resourceType":"Flag","id":{_q(resource_id("Flag", ident))},'
+        f'"extension":[{{"url":{_q(_FLAG_DETAIL)},"valueReference":{{"identifier":'
+        f'{{"system":{frags.issue_system},"value":{_q(issue_ident)}}},"type":"DetectedIssue"}}}}],'
+        f'"identifier":[{{"system":{frags.flag_system},"value":{_q(ident)}}}],'
+        f'"status":"active","category":{_FLAG_CATEGORY_JSON},"code":{frags.flag_code},'
+        f'"subject":{_patient_ref(patient)}{period}}}'
+    )
