@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -21,7 +22,12 @@ from prpgate.core.pipeline import Disposition, Engine
 from prpgate.errors import StoreError
 from prpgate.ingest import Ingested, ingest
 from prpgate.ports import MessageRecord, StoreSession
-from prpgate.store.migrations import SCHEMA_VERSION, migrate_postgres, migrate_sqlite
+from prpgate.store.migrations import (
+    SCHEMA_VERSION,
+    SchemaReport,
+    migrate_postgres,
+    migrate_sqlite,
+)
 from prpgate.store.postgres_session import PostgresSession
 from prpgate.store.sqlite import SqliteSession
 from tests.conftest import FIXED_NOW, MAPPINGS, StoreSpec, load
@@ -167,3 +173,25 @@ def test_store_admits_one_first_arrival_per_key_and_content(store_spec: StoreSpe
     finally:
         store.close()
     assert statuses == ["accepted", "accepted", "accepted", "duplicate"]
+
+
+@pytest.mark.pg
+def test_postgres_instances_starting_together_migrate_once(pg_url: str) -> None:
+    spec = StoreSpec("postgresql", pg_url)
+    start = threading.Barrier(3)
+    reports: list[SchemaReport] = []
+
+    def start_instance() -> None:
+        start.wait(30)
+        with psycopg.connect(spec.url, autocommit=True) as conn:
+            reports.append(migrate_postgres(conn))
+
+    threads = [threading.Thread(target=start_instance) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(reports) == 3
+    assert sorted(len(r.applied) for r in reports) == [0, 0, SCHEMA_VERSION]
+    assert {r.after for r in reports} == {SCHEMA_VERSION}
+    assert spec.sql("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]

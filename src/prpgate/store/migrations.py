@@ -151,32 +151,39 @@ def migrate_postgres(
     apply: bool = True,
     target: int = SCHEMA_VERSION,
 ) -> SchemaReport:
-    """Bring a PostgreSQL store (the connection's ``search_path`` schema) to ``target``.
+    """Bring a PostgreSQL store (the connection's ``search_path`` schema; the connection in
+    autocommit mode) to ``target``.
 
-    One transaction under an advisory lock reads the version and applies what is pending,
-    so instances starting together migrate once and a failed migration leaves nothing
-    behind. Raises StoreError for a newer store, or an older one when ``apply`` is false.
+    Under a session-level advisory lock, one transaction re-reads the version and applies
+    what is pending, so instances starting together migrate once and a failed migration
+    leaves nothing behind. (The lock is taken before the transaction begins: a transaction
+    that began before another one's DDL committed may not see its tables.) Raises
+    StoreError for a newer store, or an older one when ``apply`` is false.
     """
-    with conn.transaction():
-        before = postgres_version(conn)
-        check_version(before, apply=apply, target=target)
-        if not _targets(before, target):
-            return SchemaReport(before, before, ())
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(%s::int4, %s::int4)", (_LOCK_NAMESPACE, _MIGRATION_LOCK)
-        )
-        before = postgres_version(conn)  # another instance may have migrated meanwhile
-        check_version(before, apply=apply, target=target)
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        applied: list[Migration] = []
-        for m in _targets(before, target):
-            for sql in statements(m.postgres):
-                conn.execute(sql.encode())
-            applied.append(m)
-        if applied:
-            conn.execute("DELETE FROM schema_version")
-            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (applied[-1].version,))
-        return SchemaReport(before, max([before, *(m.version for m in applied)]), tuple(applied))
+    before = postgres_version(conn)
+    check_version(before, apply=apply, target=target)
+    if not _targets(before, target):
+        return SchemaReport(before, before, ())
+    lock = (_LOCK_NAMESPACE, _MIGRATION_LOCK)
+    conn.execute("SELECT pg_advisory_lock(%s::int4, %s::int4)", lock)
+    try:
+        with conn.transaction():
+            before = postgres_version(conn)  # another instance may have migrated meanwhile
+            check_version(before, apply=apply, target=target)
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            applied: list[Migration] = []
+            for m in _targets(before, target):
+                for sql in statements(m.postgres):
+                    conn.execute(sql.encode())
+                applied.append(m)
+            if applied:
+                conn.execute("DELETE FROM schema_version")
+                conn.execute(
+                    "INSERT INTO schema_version (version) VALUES (%s)", (applied[-1].version,)
+                )
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s::int4, %s::int4)", lock)
+    return SchemaReport(before, max([before, *(m.version for m in applied)]), tuple(applied))
 
 
 def postgres_version(conn: psycopg.Connection[Any]) -> int:
