@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -545,3 +547,94 @@ def test_parse_raises_only_parse_error_on_arbitrary_bytes(data: bytes) -> None:
         for seg in msg.segments:
             for n in range(len(seg.fields)):
                 er7.field_tree(seg, n, msg.delimiters)
+
+
+def _split_by_lines_reference(data: bytes) -> list[tuple[int, int]]:
+    """The line-by-line reading of split_messages' docstring, written plainly: the
+    oracle the splitter (which iterates lines faster) is checked against."""
+    framing = [0]
+    for run in re.finditer(rb"\x00*[\x0b\x1c][\x00\x0b\x1c]*|\A\x00+|\x00+\Z", data):
+        framing += (run.start(), run.end())
+    framing.append(len(data))
+    spans: list[tuple[int, int]] = []
+    for i in range(0, len(framing), 2):
+        piece_start, piece_end, pos, end = -1, -1, framing[i], framing[i + 1]
+        while pos < end:
+            brk = re.compile(rb"\r\n?|\n").search(data, pos, end)
+            line_end, nxt = (brk.start(), brk.end()) if brk else (end, end)
+            head = pos
+            while head < line_end and data[head] in b" \t\x00":
+                head += 1
+            if data.startswith(b"\xef\xbb\xbf", head, line_end):
+                head += 3
+            line = data[head:line_end]
+            if not line.strip(b" \t\x00\x0b\x0c"):
+                pos = nxt
+                continue
+            tag = line[:3]
+            batch = tag in (b"FHS", b"BHS", b"BTS", b"FTS")
+            starts = (tag == b"MSH" or batch) and not line[3:4].isalnum()
+            if starts and piece_start >= 0:
+                spans.append((piece_start, piece_end))
+                piece_start = -1
+            if starts and batch:
+                pos = nxt
+                continue
+            if piece_start < 0:
+                piece_start = head
+            piece_end, pos = nxt, nxt
+        if piece_start >= 0:
+            spans.append((piece_start, piece_end))
+    merged: list[tuple[int, int]] = []  # stray pieces separated by framing only: one piece
+    for start, end in spans:
+        if (
+            merged
+            and not data.startswith(b"MSH", start)
+            and not data.startswith(b"MSH", merged[-1][0])
+            and not data[merged[-1][1] : start].strip(b" \t\r\n\x00\x0b\x0c\x1c")
+        ):
+            merged[-1] = (merged[-1][0], end)
+            continue
+        merged.append((start, end))
+    return merged
+
+
+_LINES = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [b"", b" ", b"\t", b"\x00", b"\xef\xbb\xbf", b"  \xef\xbb\xbf", b"\x0c", b"\x0b"]
+        ),
+        st.sampled_from(
+            [
+                b"MSH|^~\\&|A",
+                b"MSH",
+                b"MSHX|",
+                b"FHS|^~\\&",
+                b"BHS|",
+                b"BTS|1",
+                b"FTS|1",
+                b"PID|1",
+                b"OBX|1|NM|x",
+                b"",
+                b" ",
+                b"\x1c",
+                b"\x00",
+                b"text",
+                b"MS",
+                b"\xef\xbb",
+            ]
+        ),
+        st.sampled_from([b"\r", b"\n", b"\r\n", b"\r\r\n", b"\n\r", b""]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_LINES)
+def test_split_messages_agrees_with_the_line_by_line_reading(
+    lines: list[tuple[bytes, ...]],
+) -> None:
+    data = b"".join(lead + body + end for lead, body, end in lines)
+    got = [(p.offset, p.offset + len(p.data)) for p in er7.split_messages(data)]
+    assert got == _split_by_lines_reference(data)

@@ -156,8 +156,9 @@ def split_messages(data: bytes) -> list[RawMessage]:
     """
     spans: list[tuple[int, int]] = []
     bounds = [0]
-    for run in _FRAMING_RUN.finditer(data):
-        bounds += (run.start(), run.end())
+    if b"\x0b" in data or b"\x1c" in data or b"\x00" in data:  # most files have none
+        for run in _FRAMING_RUN.finditer(data):
+            bounds += (run.start(), run.end())
     bounds.append(len(data))
     for i in range(0, len(bounds), 2):
         _split_chunk(data, bounds[i], bounds[i + 1], spans)
@@ -181,32 +182,39 @@ def _split_chunk(data: bytes, start: int, end: int, out: list[tuple[int, int]]) 
     piece_start = -1
     piece_end = -1
     pos = start
-    while pos < end:
-        brk = _LINE_BREAK.search(data, pos, end)
-        line_end, nxt = (brk.start(), brk.end()) if brk else (end, end)
+    # bytes.splitlines splits on exactly CR, LF and CRLF: the segment terminators
+    for text in data[start:end].splitlines(keepends=True):
+        nxt = pos + len(text)
         head = pos
-        while head < line_end and data[head] in b" \t\x00":
-            head += 1
-        if data.startswith(_BOM, head, line_end):
-            head += 3
-        line = data[head:line_end]
-        if not line.strip(b" \t\x00\x0b\x0c"):
+        first = text[:1]
+        if first in _LINE_LEAD:
+            body = text.lstrip(b" \t\x00")
+            head = nxt - len(body)
+            if body.startswith(_BOM):
+                body = body[3:]
+                head += 3
+        else:
+            body = text
+        if not body.strip(b" \t\x00\x0b\x0c\r\n"):
             pos = nxt
             continue
-        tag = line[:3]
-        starts = (tag == b"MSH" or tag in _BATCH) and not line[3:4].isalnum()
-        if starts and piece_start >= 0:
-            out.append((piece_start, piece_end))
-            piece_start = -1
-        if tag in _BATCH and starts:
-            pos = nxt
-            continue
+        tag = body[:3]
+        if (tag == b"MSH" or tag in _BATCH) and not body[3:4].isalnum():
+            if piece_start >= 0:
+                out.append((piece_start, piece_end))
+                piece_start = -1
+            if tag != b"MSH":
+                pos = nxt
+                continue
         if piece_start < 0:
             piece_start = head
         piece_end = nxt
         pos = nxt
     if piece_start >= 0:
         out.append((piece_start, piece_end))
+
+
+_LINE_LEAD = frozenset((b" ", b"\t", b"\x00", b"\xef"))  # a line whose head must be skipped
 
 
 # ----------------------------------------------------------------------- bytes
