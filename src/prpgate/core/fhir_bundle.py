@@ -105,11 +105,12 @@ class ResourceReader:
     ) -> None:
         """A DiagnosticReport: its contained Observations are read; results listed
         that are neither contained nor in the Bundle are reported."""
-        contained = {
-            _str(c.get("id")): c
-            for c in (_as_dict(x) for x in _as_list(report.get("contained")))
-            if _str(c.get("id"))
-        }
+        contained: dict[str, dict[str, Any]] = {}
+        position: dict[str, int] = {}
+        for k, c in enumerate(_as_dict(x) for x in _as_list(report.get("contained"))):
+            if _str(c.get("id")):
+                contained.setdefault(_str(c["id"]), c)
+                position.setdefault(_str(c["id"]), k)
         lent = _lend(report)
         count = 0
         problems: list[Issue] = []
@@ -122,14 +123,13 @@ class ResourceReader:
                         f"{where}.result[{j}]: {target} is not a contained Observation"
                     )
                     continue
-                cidx = next(i for i, k in enumerate(contained) if k == target[1:])
                 n, problem = self._observation_results(
-                    obs, f"{where}.contained[{cidx}]", "", lent, contained
+                    obs, f"{where}.contained[{position[target[1:]]}]", "", lent, contained
                 )
                 count += n
                 if problem is not None:
                     problems.append(problem)
-            elif _entry_of(target, self.bundle, full_urls) is None:
+            elif _entry_of(target, full_urls) is None:
                 self.warnings.append(
                     f"{where}.result[{j}]: {target or 'a result'} is not in this input; not read"
                 )
@@ -148,7 +148,6 @@ class ResourceReader:
         ]
         warnings = list(self.warnings)
         errors: tuple[Issue, ...] = ()
-        rejected = False
         if atomic and bad:
             return refuse(with_entries(base, verdicts), *(i for v in bad for i in v.issues))
         if atomic and failed:
@@ -166,7 +165,7 @@ class ResourceReader:
             results=tuple(self.results),
             patients=tuple(self.patients.values()),
             errors=errors,
-            rejected=rejected,
+            rejected=False,
             warnings=tuple(warnings),
             entries=verdicts,
         )
@@ -186,7 +185,8 @@ def _lend(report: dict[str, Any]) -> _Lent:
     )
 
 
-def _entry_of(ref: str, bundle: dict[str, dict[str, Any]], full_urls: dict[str, int]) -> int | None:
+def _entry_of(ref: str, full_urls: dict[str, int]) -> int | None:
+    """The Bundle entry a reference names (by fullUrl, or ``Type/id``), if any."""
     if ref in full_urls:
         return full_urls[ref]
     parts = ref.split("/_history/", 1)[0].rstrip("/").split("/")
@@ -259,7 +259,7 @@ def read_bundle(
         valid[i] = res
         if rtype == "DiagnosticReport":
             for ref in _as_list(res.get("result")):
-                target = _entry_of(_str(_as_dict(ref).get("reference")), index, positions)
+                target = _entry_of(_str(_as_dict(ref).get("reference")), positions)
                 if target is not None:
                     lent.setdefault(target, _lend(res))
     for i, res in valid.items():
