@@ -10,7 +10,7 @@ the resource type (and Bundle type) as message type, ``4.0.1`` as version.
 from __future__ import annotations
 
 from prpgate.core.fhir_in import FhirInput, read_input
-from prpgate.core.fhir_request import FhirRequest
+from prpgate.core.fhir_request import FhirRequest, unwrap
 from prpgate.core.fhir_validate import Issue
 from prpgate.core.oru import Header
 from prpgate.core.pipeline import (
@@ -95,10 +95,11 @@ def read_fhir(raw: bytes, engine: Engine) -> Reading:
     processed (an Observation without a usable subject, a transaction entry likewise);
     rejected (AR): not JSON, not a resource prpgate takes here, invalid against R4B.
     """
-    if len(raw) > engine.max_message_bytes:
+    body = unwrap(raw).body  # the limit is on what was sent, not on the request record
+    if len(body) > engine.max_message_bytes:
         too_long = Issue(
             "$",
-            f"input of {len(raw)} bytes is over the limit of {engine.max_message_bytes} bytes",
+            f"input of {len(body)} bytes is over the limit of {engine.max_message_bytes} bytes",
             100,
             "too-long",
         )
