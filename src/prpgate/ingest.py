@@ -10,10 +10,10 @@ the caller's transaction rolls back whole (a listener answers "send again").
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from prpgate.core.json_text import compact
 from prpgate.core.model import Normalised
 from prpgate.core.pipeline import (
     AckCode,
@@ -53,13 +53,19 @@ class Ingested:
 def summarise(reading: Reading, emitted: tuple[Emitted, ...] = ()) -> dict[str, object]:
     """A small, PHI-free summary of a reading for the store and for reports."""
     reasons: dict[str, int] = {}
-    for u in reading.unmapped:
-        reasons[u.reason.value] = reasons.get(u.reason.value, 0) + 1
+    normalised = not_used = 0
+    for r in reading.results:
+        if isinstance(r, Normalised):
+            normalised += 1
+        elif r.reason.is_problem:
+            reasons[r.reason.value] = reasons.get(r.reason.value, 0) + 1
+        else:
+            not_used += 1
     return {
         "results": len(reading.results),
-        "normalised": sum(1 for r in reading.results if isinstance(r, Normalised)),
+        "normalised": normalised,
         "unmapped": reasons,
-        "not_used": len(reading.not_used),
+        "not_used": not_used,
         "patients": len({p.identifier.key for p in reading.patients}),
         "outputs": len(emitted),
         "warnings": list(reading.warnings),
@@ -67,10 +73,9 @@ def summarise(reading: Reading, emitted: tuple[Emitted, ...] = ()) -> dict[str, 
 
 
 def _errors_json(errors: tuple[ErrorInfo, ...]) -> str:
-    return json.dumps(
-        [{"code": e.code, "location": e.location, "reason": e.reason} for e in errors],
-        ensure_ascii=False,
-    )
+    if not errors:
+        return "[]"
+    return compact([{"code": e.code, "location": e.location, "reason": e.reason} for e in errors])
 
 
 def _record(
@@ -101,7 +106,7 @@ def _record(
         status=disposition.value,
         ack_code=ack.value,
         errors=_errors_json(reading.errors),
-        summary=json.dumps(summarise(reading, emitted), ensure_ascii=False),
+        summary=compact(summarise(reading, emitted)),
         patient_hashes=tuple(patient_hash(m) for m in mrns),
         order_numbers=tuple(orders),
         duplicate_of=duplicate_of,
@@ -169,7 +174,7 @@ def ingest(
             session.apply(mid, outcome)
             if outcome.emitted:
                 # the summary counts outputs, which exist only after evaluation
-                summary = json.dumps(summarise(reading, outcome.emitted), ensure_ascii=False)
+                summary = compact(summarise(reading, outcome.emitted))
                 session.set_summary(mid, summary)
             return Ingested(
                 mid, Disposition.ACCEPTED, AckCode.AA, reading, outcome.emitted, reuse_of=reuse_of

@@ -139,17 +139,21 @@ class Reading:
 
     def needs(self) -> Needs:
         """Which patients, analytes and result identities evaluation will look at."""
+        if self.disposition is not Disposition.ACCEPTED:
+            return Needs({}, {})
         analytes: dict[str, set[str]] = {}
         keys: dict[str, set[str]] = {}
-        accepted = self.disposition is Disposition.ACCEPTED
-        for r in self.results if accepted else ():
+        for r in self.results:
             pk = r.result.patient.identifier.key
-            analyte = r.analyte
-            if analyte:
-                analytes.setdefault(pk, set()).add(analyte)
-            keys.setdefault(pk, set()).add(r.result.key.text)
+            found = keys.get(pk)
+            if found is None:
+                found = keys[pk] = set()
+                analytes[pk] = set()
+            found.add(r.result.key.text)
+            if r.analyte:
+                analytes[pk].add(r.analyte)
         return Needs(
-            analytes={k: frozenset(v) for k, v in analytes.items()},
+            analytes={k: frozenset(v) for k, v in analytes.items() if v},
             result_keys={k: frozenset(v) for k, v in keys.items()},
         )
 
