@@ -154,14 +154,14 @@ def test_send_a_late_ack_is_recorded_on_its_message_never_credited_to_the_next()
             writer.write(framed(ack(cid, "AE", "second is wrong") if cid == b"T0002" else ack(cid)))
 
     msgs = [message(1), message(2), message(3)]
-    results, unmatched = exchange(late, msgs, SendOptions(timeout=0.5))
+    results, unmatched = exchange(late, msgs, SendOptions(timeout=1.0))
     assert statuses(results) == [
         ("T0001", "timeout", "", False),
         ("T0002", "answered", "AE", False),
         ("T0003", "answered", "AA", True),
     ]
     assert results[0].late_acks == ["AA"]
-    assert results[0].text == "no ACK within 0.5 s"
+    assert results[0].text == "no ACK within 1 s"
     assert results[1].acks == ["AE"]
     assert results[1].text == "second is wrong"
     assert results[1].late_acks == []
@@ -216,7 +216,7 @@ def test_send_retry_after_timeout_resends_the_same_msh10() -> None:
                 writer.write(framed(ack(cid)))
 
     results, _ = exchange(
-        second_copy, [message(1), message(2)], SendOptions(timeout=0.3, retries=2)
+        second_copy, [message(1), message(2)], SendOptions(timeout=1.0, retries=2)
     )
     assert statuses(results) == [
         ("T0001", "answered", "AA", True),
@@ -302,7 +302,7 @@ def test_send_waits_for_the_application_ack_msh16_asks_for() -> None:
 
     msgs = [message(1, "AL", "AL"), message(2, "AL", "AL"), message(3, "AL", "AL")]
     msgs.append(message(4, "AL", "NE"))
-    results, _ = exchange(enhanced, msgs, SendOptions(timeout=0.5))
+    results, _ = exchange(enhanced, msgs, SendOptions(timeout=1.0))
     assert statuses(results) == [
         ("T0001", "answered", "AA", True),
         ("T0002", "answered", "AE", False),
@@ -311,7 +311,7 @@ def test_send_waits_for_the_application_ack_msh16_asks_for() -> None:
     ]
     assert [r.acks for r in results] == [["CA", "AA"], ["CA", "AE"], ["CA"], ["CA"]]
     assert results[1].text == "OBX[1]-5: not a number"
-    assert results[2].text == "commit accept (CA) received; no application ACK within 0.5 s"
+    assert results[2].text == "commit accept (CA) received; no application ACK within 1 s"
 
 
 def test_send_a_message_asking_for_no_ack_is_unconfirmed() -> None:
