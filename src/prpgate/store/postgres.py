@@ -138,7 +138,12 @@ class PostgresStore(PostgresOutboxMixin):
         """A transaction, committed (and flushed by the server) when the block exits
         normally. Raises StoreError when no connection can be had or the commit fails,
         StoreConflictError when it lost a race (run the block again)."""
-        with translated("transaction"), self._pool.connection() as conn, conn.transaction():
+        with (
+            translated("transaction"),
+            self._pool.connection() as conn,
+            conn.transaction(),
+            conn.pipeline(),
+        ):
             yield PostgresSession(conn)
 
     def close(self) -> None:

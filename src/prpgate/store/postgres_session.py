@@ -15,7 +15,12 @@ Two rules keep instances from deciding twice or out of order:
   StoreConflictError rather than risk a deadlock: the caller retries, alone or in a
   smaller transaction.
 
-Errors from psycopg leave every method as StoreError or StoreConflictError (``translated``).
+The session runs in pipeline mode: statements whose results nobody reads (a lock, a
+savepoint, the writes of ``apply``) are queued and travel with the next query that is
+read, so a message costs about three round trips (look for an earlier copy; lock and
+insert; read the patient's state). An error of a queued statement is raised at that next
+read, or at commit, and fails the whole transaction. Errors from psycopg leave every
+method as StoreError or StoreConflictError (``translated``).
 """
 
 from __future__ import annotations
@@ -66,25 +71,41 @@ _INSERT_MESSAGE = (
     " SELECT m.id, u.kind, u.value FROM m, unnest(%s::text[], %s::text[]) AS u(kind, value))"
     " SELECT id FROM m"
 )
-_UPSERT_RESULT = (
+# One statement per table, whatever the number of rows: the rows travel as arrays (a key
+# appears once per statement; the last version of a row wins, as row-by-row upserts would).
+_UPSERT_RESULTS = (
     "INSERT INTO results (result_key, patient_key, analyte, value, comparator, effective,"
-    " effective_sort, seq, status, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-    " ON CONFLICT (result_key) DO UPDATE SET patient_key=excluded.patient_key,"
+    " effective_sort, seq, status, source) SELECT * FROM unnest(%s::text[], %s::text[],"
+    " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::text[],"
+    " %s::text[]) ON CONFLICT (result_key) DO UPDATE SET patient_key=excluded.patient_key,"
     " analyte=excluded.analyte, value=excluded.value, comparator=excluded.comparator,"
     " effective=excluded.effective, effective_sort=excluded.effective_sort,"
     " seq=excluded.seq, status=excluded.status, source=excluded.source"
 )
-_UPSERT_OUTPUT = (
-    "INSERT INTO outputs (identifier, kind, patient_key, rule, result_key, status, version,"
-    " message_id, resource) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_UPSERT_OUTPUTS = (
+    "INSERT INTO outputs (message_id, identifier, kind, patient_key, rule, result_key, status,"
+    " version, resource) SELECT %s::int8, u.* FROM unnest(%s::text[], %s::text[], %s::text[],"
+    " %s::text[], %s::text[], %s::text[], %s::int4[], %s::text[]) AS u"
     " ON CONFLICT (identifier) DO UPDATE SET status=excluded.status,"
     " result_key=excluded.result_key, version=excluded.version,"
     " message_id=excluded.message_id, resource=excluded.resource"
 )
+# outbox ids follow the order the pipeline emitted the versions in (delivery order)
 _INSERT_OUTBOX = (
-    "INSERT INTO outbox (identifier, kind, patient_key, version, message_id, resource)"
-    " VALUES (%s, %s, %s, %s, %s, %s)"
+    "INSERT INTO outbox (message_id, identifier, kind, patient_key, version, resource)"
+    " SELECT %s::int8, u.identifier, u.kind, u.patient_key, u.version, u.resource"
+    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::int4[], %s::text[])"
+    " WITH ORDINALITY AS u(identifier, kind, patient_key, version, resource, n) ORDER BY u.n"
 )
+
+
+def _columns(rows: Iterable[tuple[object, ...]], width: int) -> list[list[object]]:
+    """Rows as columns (the arrays ``unnest`` takes back apart)."""
+    cols: list[list[object]] = [[] for _ in range(width)]
+    for row in rows:
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    return cols
 
 
 class PostgresSession:
@@ -93,6 +114,7 @@ class PostgresSession:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
         self._held: frozenset[int] = frozenset()
+        self._savepoints = 0
 
     def find_prior(
         self, sending_application: str, sending_facility: str, control_id: str
@@ -153,7 +175,7 @@ class PostgresSession:
         patient's lock, taken here if ``add_message`` did not)."""
         self._lock({_lock_of_key(patient_key)})
         keys = list(result_keys)
-        with translated("load state"), self._conn.pipeline():
+        with translated("load state"):
             res = self._conn.execute(
                 "SELECT result_key, patient_key, analyte, value, comparator, effective,"
                 " effective_sort, seq, status, source FROM results WHERE patient_key=%s"
@@ -198,66 +220,52 @@ class PostgresSession:
         return PatientState(patient_key, results, outputs)
 
     def apply(self, message_id: int, outcome: Outcome) -> None:
-        """Write an outcome: result versions, outputs, outbox rows, explanation (pipelined:
-        one round trip to the server)."""
+        """Write an outcome: result versions, outputs, outbox rows, explanation (queued in
+        the session's pipeline: no round trip of its own)."""
         conn = self._conn
-        with translated("apply"), conn.pipeline(), conn.cursor() as cur:
+        with translated("apply"), conn.cursor() as cur:
             for d in outcome.decisions:
                 if d.results:
-                    cur.executemany(
-                        _UPSERT_RESULT,
-                        [
-                            (
-                                r.key,
-                                r.patient_key,
-                                r.analyte,
-                                str(r.value),
-                                r.comparator.value if r.comparator else None,
-                                r.effective,
-                                r.effective_sort,
-                                r.seq,
-                                r.status.value,
-                                r.source,
-                            )
-                            for r in d.results
-                        ],
-                    )
+                    latest = {
+                        r.key: (
+                            r.key,
+                            r.patient_key,
+                            r.analyte,
+                            str(r.value),
+                            r.comparator.value if r.comparator else None,
+                            r.effective,
+                            r.effective_sort,
+                            r.seq,
+                            r.status.value,
+                            r.source,
+                        )
+                        for r in d.results
+                    }
+                    cur.execute(_UPSERT_RESULTS, _columns(latest.values(), 10))
                 if d.removed:
                     cur.execute(
                         "DELETE FROM results WHERE result_key = ANY(%s)", (list(d.removed),)
                     )
             if outcome.emitted:
-                cur.executemany(
-                    _UPSERT_OUTPUT,
-                    [
-                        (
-                            e.identifier,
-                            e.kind.value,
-                            e.patient_key,
-                            e.rule,
-                            e.result_key,
-                            e.status,
-                            e.version,
-                            message_id,
-                            e.resource,
-                        )
-                        for e in outcome.emitted
-                    ],
-                )
-                cur.executemany(
-                    _INSERT_OUTBOX,
-                    [
-                        (
-                            e.identifier,
-                            e.kind.value,
-                            e.patient_key,
-                            e.version,
-                            message_id,
-                            e.resource,
-                        )
-                        for e in outcome.emitted
-                    ],
-                )
+                current = {
+                    e.identifier: (
+                        e.identifier,
+                        e.kind.value,
+                        e.patient_key,
+                        e.rule,
+                        e.result_key,
+                        e.status,
+                        e.version,
+                        e.resource,
+                    )
+                    for e in outcome.emitted
+                }
+                cur.execute(_UPSERT_OUTPUTS, [message_id, *_columns(current.values(), 8)])
+                versions = [
+                    (e.identifier, e.kind.value, e.patient_key, e.version, e.resource)
+                    for e in outcome.emitted
+                ]
+                cur.execute(_INSERT_OUTBOX, [message_id, *_columns(versions, 5)])
             if outcome.explanation:
                 cur.execute(
                     "INSERT INTO explanations (message_id, records) VALUES (%s, %s)",
@@ -271,13 +279,21 @@ class PostgresSession:
     def savepoint(self) -> Iterator[None]:
         """A nested unit rolled back alone when its block raises (locks taken inside it are
         released with it, as PostgreSQL does)."""
+        self._savepoints += 1
+        name = f"sp{self._savepoints}".encode()
         held = self._held
+        with translated("savepoint"):
+            self._conn.execute(b"SAVEPOINT " + name)
         try:
-            with translated("savepoint"), self._conn.transaction():
-                yield
+            yield
         except BaseException:
             self._held = held
+            with translated("savepoint"):
+                self._conn.execute(b"ROLLBACK TO SAVEPOINT " + name)
+                self._conn.execute(b"RELEASE SAVEPOINT " + name)
             raise
+        with translated("savepoint"):
+            self._conn.execute(b"RELEASE SAVEPOINT " + name)
 
     def _lock(self, wanted: set[int]) -> None:
         needed = sorted(wanted - self._held)
