@@ -41,6 +41,23 @@ class SqliteSession:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._db = conn
         self._savepoints = 0
+        # Rows nothing reads while the transaction is open (search keys, explanations)
+        # are written once per transaction, in one statement each (``flush``).
+        self._keys: list[tuple[int, str, str]] = []
+        self._explanations: list[tuple[int, str]] = []
+
+    def flush(self) -> None:
+        """Write the rows held back for the end of the transaction (before COMMIT)."""
+        if self._keys:
+            self._db.executemany(
+                "INSERT INTO message_keys (message_id, kind, value) VALUES (?,?,?)", self._keys
+            )
+            self._keys.clear()
+        if self._explanations:
+            self._db.executemany(
+                "INSERT INTO explanations (message_id, records) VALUES (?,?)", self._explanations
+            )
+            self._explanations.clear()
 
     def find_prior(
         self, sending_application: str, sending_facility: str, control_id: str
@@ -80,12 +97,8 @@ class SqliteSession:
         )
         mid = cur.lastrowid
         assert mid is not None
-        keys = [(mid, "patient", h) for h in record.patient_hashes]
-        keys += [(mid, "order", o) for o in record.order_numbers]
-        if keys:
-            self._db.executemany(
-                "INSERT INTO message_keys (message_id, kind, value) VALUES (?,?,?)", keys
-            )
+        self._keys.extend((mid, "patient", h) for h in record.patient_hashes)
+        self._keys.extend((mid, "order", o) for o in record.order_numbers)
         return mid
 
     def set_summary(self, message_id: int, summary: str) -> None:
@@ -203,25 +216,21 @@ class SqliteSession:
                 ],
             )
         if outcome.explanation:
-            db.execute(
-                "INSERT INTO explanations (message_id, records) VALUES (?,?)",
-                (
-                    message_id,
-                    compact(outcome.explanation),
-                ),
-            )
+            self._explanations.append((message_id, compact(outcome.explanation)))
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested unit rolled back alone when its block raises."""
         self._savepoints += 1
         name = f"sp{self._savepoints}"
+        held = (len(self._keys), len(self._explanations))
         self._db.execute(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
             self._db.execute(f"ROLLBACK TO SAVEPOINT {name}")
             self._db.execute(f"RELEASE SAVEPOINT {name}")
+            del self._keys[held[0] :], self._explanations[held[1] :]
             raise
         else:
             self._db.execute(f"RELEASE SAVEPOINT {name}")
@@ -261,8 +270,13 @@ class SqliteStore(SqliteOutboxMixin):
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot begin a transaction: {exc}") from exc
+        session = SqliteSession(self._db)
         try:
-            yield SqliteSession(self._db)
+            yield session
+            session.flush()
+        except sqlite3.Error as exc:  # a write failed (disk full, I/O error, ...)
+            self._db.execute("ROLLBACK")
+            raise StoreError(f"write failed: {exc}") from exc
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
