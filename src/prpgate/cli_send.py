@@ -189,7 +189,8 @@ def send_cmd(
     else:
         out = Console(highlight=False)
         render_problems(out, results)
-        render_summary(out, summary, code_order=_MLLP_CODES if where.kind == "mllp" else ())
+        mllp = where.kind == "mllp"
+        render_summary(out, summary, code_order=_MLLP_CODES if mllp else (), mllp=mllp)
     raise typer.Exit(EXIT_OK if summary.ok else EXIT_FAILED)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from tests.fhirserver.process import FhirServer, free_port
+from tests.integration.test_mllp_serve import rows, serving
 
 PRPGATE = str(Path(sys.executable).parent / "prpgate")
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,3 +187,23 @@ def test_send_fhir_to_the_delivery_test_server(tmp_path: Path) -> None:
         assert [w["status"] for w in writes] == [201]
     finally:
         server.stop()
+
+
+def test_send_fhir_to_prpgate_serve_fhir_listener(tmp_path: Path) -> None:
+    # fixtures-fhir/README.md: 5 inputs, all accepted
+    folder = ROOT / "fixtures-fhir"
+    env = {"PRPGATE_FHIR_HTTP_ENABLED": "true", "PRPGATE_FHIR_HTTP_PORT": "0"}
+    with serving(tmp_path, **env) as server:
+        port = json.loads((tmp_path / "serve.ready.json").read_text())["fhir_http_port"]
+        base = f"http://127.0.0.1:{port}/fhir"
+        code, out, err = send(base, str(folder), "-c", "2")
+        assert code == 0, err
+        assert (out[-1]["messages"], out[-1]["positive"]) == (5, 5)
+        assert {o["ack_code"] for o in out[:-1]} <= {"200", "201"}
+        code, again, err = send(base, str(folder))  # retransmits: answered, stored as duplicates
+        assert code == 0, err
+        assert again[-1]["positive"] == 5
+        assert server.stop() == 0
+    stored = rows(server.store)
+    assert len(stored) == 10
+    assert sorted(r["status"] for r in stored) == ["accepted"] * 5 + ["duplicate"] * 5

@@ -68,3 +68,18 @@ def test_render_lists_problems_and_verdict() -> None:
     assert "MSH-12: unsupported HL7 version 9.9" in text
     assert "f.hl7#1 " not in text  # the positive message is not listed as a problem
     assert "1 of 2 not positively acknowledged" in text
+
+
+def test_render_summary_for_fhir_leaves_out_mllp_rows() -> None:
+    buf = StringIO()
+    results = [_r(0, Status.ANSWERED, "201", positive=True, latency=0.001)]
+    render_summary(
+        Console(file=buf, width=200),
+        summarise("https://h/fhir", results, seconds=1.0),
+        code_order=(),
+        mllp=False,
+    )
+    text = buf.getvalue()
+    assert "201" in text
+    assert "mismatch" not in text
+    assert "late ACKs" not in text

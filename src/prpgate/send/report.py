@@ -115,9 +115,12 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.2f} ms"
 
 
-def render_summary(out: Console, summary: Summary, *, code_order: Sequence[str]) -> None:
+def render_summary(
+    out: Console, summary: Summary, *, code_order: Sequence[str], mllp: bool = True
+) -> None:
     """Print the summary table and a one-line verdict; ``code_order`` lists the codes to
-    show even when zero (``AA AE AR CA CE CR`` for MLLP)."""
+    show even when zero (``AA AE AR CA CE CR`` for MLLP); ``mllp=False`` leaves out the
+    rows only MLLP has (mismatches, late and unmatched ACKs)."""
     t = Table("", "count", title=f"send summary ({summary.target})", show_header=False)
     t.add_row("messages", f"{summary.messages:,}")
     t.add_row("sent", f"{summary.sent:,}")
@@ -129,9 +132,10 @@ def render_summary(out: Console, summary: Summary, *, code_order: Sequence[str])
         if status is Status.ANSWERED:
             continue
         n = summary.statuses.get(status.value, 0)
-        if n or status in (Status.TIMEOUT, Status.MISMATCH):
+        if n or status is Status.TIMEOUT or (mllp and status is Status.MISMATCH):
             t.add_row(status.value.replace("-", " "), f"{n:,}")
-    t.add_row("late ACKs (not credited)", f"{summary.late_acks:,}")
+    if mllp:
+        t.add_row("late ACKs (not credited)", f"{summary.late_acks:,}")
     if summary.unmatched_acks:
         t.add_row("ACKs matching no message", f"{summary.unmatched_acks:,}")
     if summary.retried:
