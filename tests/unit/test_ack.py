@@ -139,7 +139,7 @@ def test_build_ack_before_v25_uses_err1_and_msa3() -> None:
 
 @pytest.mark.parametrize(
     ("fixture", "code"),
-    [("bad/adt_a01.hl7", 200), ("bad/bad_version.hl7", 203), ("bad/missing_pid.hl7", 101)],
+    [("bad/adt_a01.hl7", 200), ("bad/bad_version.hl7", 203), ("bad/missing_pid.hl7", 100)],
 )
 def test_build_ack_for_rejected_or_error_fixture_parses_strictly(
     engine: Engine, fixture: str, code: int

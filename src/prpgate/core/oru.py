@@ -278,7 +278,8 @@ def read_oru(
                 _read_obx(seg, walk)
     _flush_waiting(walk, final=True)
     if not walk.patients and walk.results == []:
-        walk.problems.append(Problem("PID", "message has no PID segment", code=101))
+        # HL7 table 0357: 100 "segment sequence error" covers a required segment missing
+        walk.problems.append(Problem("PID", "message has no PID segment", code=100))
     return OruReading(
         header=header,
         results=tuple(walk.results),
@@ -515,7 +516,7 @@ def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
     patient = walk.patient
     if patient is None:
         walk.problems.append(
-            Problem(f"OBX[{seg.index}]", "result with no patient (no PID before it)", 101)
+            Problem(f"OBX[{seg.index}]", "result with no patient (no PID before it)", 100)
         )
         return
     d = walk.d
