@@ -17,7 +17,7 @@ import pytest
 from prpgate.config import Settings
 from prpgate.core.pipeline import Engine
 from prpgate.engine import build_engine
-from prpgate.errors import StoreConflictError
+from prpgate.errors import StoreConflictError, StoreError
 from prpgate.ports import StoreBackend
 from prpgate.store.factory import open_store
 
@@ -132,9 +132,10 @@ class StoreSpec:
 
     @property
     def conflict(self) -> type[Exception]:
-        """What committing a second first arrival of one message raises (SQLite's writer
-        lock makes the race impossible there, so its constraint error is not translated)."""
-        return sqlite3.IntegrityError if self.kind == "sqlite" else StoreConflictError
+        """What committing a second first arrival of one message raises: on PostgreSQL a
+        conflict to run again; on SQLite, whose writer lock rules the race out, a plain
+        store error."""
+        return StoreError if self.kind == "sqlite" else StoreConflictError
 
     def open(self, *, migrate: bool = True) -> StoreBackend:
         """The store through the factory, as every command opens it."""

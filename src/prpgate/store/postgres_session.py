@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -62,50 +62,63 @@ def _lock_of_key(patient_key: str) -> int:
     return patient_lock(hashlib.sha256(value.encode()).hexdigest())
 
 
+# Lock the patients (keys in order), then insert the message and its keys: one statement.
+# The lock condition is evaluated before the row (and its id) is made; no row comes back
+# when a lock was only tried and is busy.
+_LOCK_WAIT = "(SELECT count(pg_advisory_xact_lock(%s::int4, k)) FROM unnest(%s::int4[]) AS k) >= 0"
+_LOCK_TRY = (
+    "(SELECT coalesce(bool_and(pg_try_advisory_xact_lock(%s::int4, k)), true)"
+    " FROM unnest(%s::int4[]) AS k)"
+)
 _INSERT_MESSAGE = (
     "WITH m AS (INSERT INTO messages (received_at, source, sending_application,"
     " sending_facility, control_id, content_hash, message_type, version, status, ack_code,"
     " errors, summary, duplicate_of, reuse_of, raw)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id),"
+    " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::int8, %s::int8, %s::bytea"
+    " WHERE {locked} RETURNING id),"
     " k AS (INSERT INTO message_keys (message_id, kind, value)"
     " SELECT m.id, u.kind, u.value FROM m, unnest(%s::text[], %s::text[]) AS u(kind, value))"
     " SELECT id FROM m"
 )
-# One statement per table, whatever the number of rows: the rows travel as arrays (a key
-# appears once per statement; the last version of a row wins, as row-by-row upserts would).
+_INSERT_WAITING = _INSERT_MESSAGE.format(locked=_LOCK_WAIT)
+_INSERT_TRYING = _INSERT_MESSAGE.format(locked=_LOCK_TRY)
+# A table's rows travel as one JSON array (json.dumps is cheap; adapting arrays value by
+# value is not); a key appears once per statement, the last version of a row winning, as
+# row-by-row upserts would.
 _UPSERT_RESULTS = (
     "INSERT INTO results (result_key, patient_key, analyte, value, comparator, effective,"
-    " effective_sort, seq, status, source) SELECT * FROM unnest(%s::text[], %s::text[],"
-    " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::text[],"
-    " %s::text[]) ON CONFLICT (result_key) DO UPDATE SET patient_key=excluded.patient_key,"
+    " effective_sort, seq, status, source) SELECT * FROM json_to_recordset(%s::json)"
+    " AS x(result_key text, patient_key text, analyte text, value text, comparator text,"
+    " effective text, effective_sort text, seq int8, status text, source text)"
+    " ON CONFLICT (result_key) DO UPDATE SET patient_key=excluded.patient_key,"
     " analyte=excluded.analyte, value=excluded.value, comparator=excluded.comparator,"
     " effective=excluded.effective, effective_sort=excluded.effective_sort,"
     " seq=excluded.seq, status=excluded.status, source=excluded.source"
 )
-_UPSERT_OUTPUTS = (
-    "INSERT INTO outputs (message_id, identifier, kind, patient_key, rule, result_key, status,"
-    " version, resource) SELECT %s::int8, u.* FROM unnest(%s::text[], %s::text[], %s::text[],"
-    " %s::text[], %s::text[], %s::text[], %s::int4[], %s::text[]) AS u"
+# Outputs, their outbox versions (ids in the order the pipeline emitted them: the delivery
+# order) and the explanation, in one statement.
+_WRITE_OUTPUTS = (
+    "WITH o AS (INSERT INTO outputs (identifier, kind, patient_key, rule, result_key, status,"
+    " version, resource, message_id) SELECT x.*, %(mid)s::int8"
+    " FROM json_to_recordset(%(outputs)s::json)"
+    " AS x(identifier text, kind text, patient_key text, rule text, result_key text,"
+    " status text, version int4, resource text)"
     " ON CONFLICT (identifier) DO UPDATE SET status=excluded.status,"
     " result_key=excluded.result_key, version=excluded.version,"
-    " message_id=excluded.message_id, resource=excluded.resource"
-)
-# outbox ids follow the order the pipeline emitted the versions in (delivery order)
-_INSERT_OUTBOX = (
-    "INSERT INTO outbox (message_id, identifier, kind, patient_key, version, resource)"
-    " SELECT %s::int8, u.identifier, u.kind, u.patient_key, u.version, u.resource"
-    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::int4[], %s::text[])"
-    " WITH ORDINALITY AS u(identifier, kind, patient_key, version, resource, n) ORDER BY u.n"
+    " message_id=excluded.message_id, resource=excluded.resource RETURNING 1),"
+    " b AS (INSERT INTO outbox (identifier, kind, patient_key, version, resource, message_id)"
+    " SELECT x.identifier, x.kind, x.patient_key, x.version, x.resource, %(mid)s::int8"
+    " FROM json_to_recordset(%(versions)s::json)"
+    " AS x(identifier text, kind text, patient_key text, version int4, resource text, n int8)"
+    " ORDER BY x.n RETURNING 1),"
+    " e AS (INSERT INTO explanations (message_id, records) SELECT %(mid)s::int8, %(records)s::text"
+    " WHERE %(records)s::text IS NOT NULL RETURNING 1)"
+    " SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM b), (SELECT count(*) FROM e)"
 )
 
 
-def _columns(rows: Iterable[tuple[object, ...]], width: int) -> list[list[object]]:
-    """Rows as columns (the arrays ``unnest`` takes back apart)."""
-    cols: list[list[object]] = [[] for _ in range(width)]
-    for row in rows:
-        for col, value in zip(cols, row, strict=True):
-            col.append(value)
-    return cols
+def _json(rows: Iterable[Mapping[str, object]]) -> str:
+    return json.dumps(list(rows), ensure_ascii=False, separators=(",", ":"))
 
 
 class PostgresSession:
@@ -133,13 +146,14 @@ class PostgresSession:
         """Record an inbound message (after locking its patients when it is accepted);
         returns its id. Raises StoreConflictError when the same first arrival committed
         elsewhere first, or a patient is busy while this transaction holds other locks."""
+        locks: list[int] = []
         if record.status == "accepted":
-            self._lock({patient_lock(h) for h in record.patient_hashes})
+            locks = sorted({patient_lock(h) for h in record.patient_hashes} - self._held)
         kinds = ["patient"] * len(record.patient_hashes) + ["order"] * len(record.order_numbers)
         values = [*record.patient_hashes, *record.order_numbers]
         with translated("add message"):
             row = self._conn.execute(
-                _INSERT_MESSAGE,
+                _INSERT_TRYING if self._held else _INSERT_WAITING,
                 (
                     record.received_at,
                     record.source,
@@ -156,11 +170,15 @@ class PostgresSession:
                     record.duplicate_of,
                     record.reuse_of,
                     record.raw,
+                    PATIENT_LOCKS,
+                    locks,
                     kinds,
                     values,
                 ),
             ).fetchone()
-        assert row is not None  # INSERT ... RETURNING gives one row or raises
+        if row is None:
+            raise StoreConflictError("a patient of this message is busy elsewhere")
+        self._held = self._held | frozenset(locks)
         return int(row[0])
 
     def set_summary(self, message_id: int, summary: str) -> None:
@@ -227,53 +245,65 @@ class PostgresSession:
             for d in outcome.decisions:
                 if d.results:
                     latest = {
-                        r.key: (
-                            r.key,
-                            r.patient_key,
-                            r.analyte,
-                            str(r.value),
-                            r.comparator.value if r.comparator else None,
-                            r.effective,
-                            r.effective_sort,
-                            r.seq,
-                            r.status.value,
-                            r.source,
-                        )
+                        r.key: {
+                            "result_key": r.key,
+                            "patient_key": r.patient_key,
+                            "analyte": r.analyte,
+                            "value": str(r.value),
+                            "comparator": r.comparator.value if r.comparator else None,
+                            "effective": r.effective,
+                            "effective_sort": r.effective_sort,
+                            "seq": r.seq,
+                            "status": r.status.value,
+                            "source": r.source,
+                        }
                         for r in d.results
                     }
-                    cur.execute(_UPSERT_RESULTS, _columns(latest.values(), 10))
+                    cur.execute(_UPSERT_RESULTS, (_json(latest.values()),))
                 if d.removed:
                     cur.execute(
                         "DELETE FROM results WHERE result_key = ANY(%s)", (list(d.removed),)
                     )
-            if outcome.emitted:
-                current = {
-                    e.identifier: (
-                        e.identifier,
-                        e.kind.value,
-                        e.patient_key,
-                        e.rule,
-                        e.result_key,
-                        e.status,
-                        e.version,
-                        e.resource,
-                    )
-                    for e in outcome.emitted
+            if not outcome.emitted and not outcome.explanation:
+                return
+            current = {
+                e.identifier: {
+                    "identifier": e.identifier,
+                    "kind": e.kind.value,
+                    "patient_key": e.patient_key,
+                    "rule": e.rule,
+                    "result_key": e.result_key,
+                    "status": e.status,
+                    "version": e.version,
+                    "resource": e.resource,
                 }
-                cur.execute(_UPSERT_OUTPUTS, [message_id, *_columns(current.values(), 8)])
-                versions = [
-                    (e.identifier, e.kind.value, e.patient_key, e.version, e.resource)
-                    for e in outcome.emitted
-                ]
-                cur.execute(_INSERT_OUTBOX, [message_id, *_columns(versions, 5)])
-            if outcome.explanation:
-                cur.execute(
-                    "INSERT INTO explanations (message_id, records) VALUES (%s, %s)",
-                    (
-                        message_id,
-                        json.dumps(outcome.explanation, ensure_ascii=False, separators=(",", ":")),
-                    ),
-                )
+                for e in outcome.emitted
+            }
+            versions = [
+                {
+                    "identifier": e.identifier,
+                    "kind": e.kind.value,
+                    "patient_key": e.patient_key,
+                    "version": e.version,
+                    "resource": e.resource,
+                    "n": n,
+                }
+                for n, e in enumerate(outcome.emitted)
+            ]
+            records = (
+                json.dumps(outcome.explanation, ensure_ascii=False, separators=(",", ":"))
+                if outcome.explanation
+                else None
+            )
+            cur.execute(
+                _WRITE_OUTPUTS,
+                {
+                    "mid": message_id,
+                    "outputs": _json(current.values()),
+                    "versions": _json(versions),
+                    "records": records,
+                },
+            )
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
