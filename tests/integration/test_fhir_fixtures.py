@@ -94,3 +94,14 @@ def test_fhir_fixture_cli_replay_json_and_logs_carry_no_patient_data(tmp_path: P
     assert sorted(str(r["resourceType"]) for r in resources) == ["DetectedIssue"] * 4 + ["Flag"] * 4
     assert '"event": "message"' in proc.stderr  # logging did happen
     assert [s for s in secrets if s in proc.stderr] == []
+
+
+def test_fhir_fixture_cli_validate_passes_with_conformance_skipped() -> None:
+    proc = run("validate", "--mappings", str(MAPPINGS), "--strict", "--json", str(FHIR_FIXTURES))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["summary"]["messages"] == 5
+    assert {m["checks"]["parse"]["status"] for m in report["messages"]} == {"passed"}
+    assert {m["checks"]["mapping"]["status"] for m in report["messages"]} == {"passed"}
+    # hl7apy's conformance is for HL7 v2; FHIR input was checked against R4B when read
+    assert {m["checks"]["conformance"]["status"] for m in report["messages"]} == {"skipped"}

@@ -4,6 +4,7 @@ OperationOutcome, and every input — refused ones too — for its stored row.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import ssl
@@ -15,6 +16,7 @@ import httpx
 import trustme
 
 from prpgate.core.pipeline import Engine
+from prpgate.errors import StoreError
 from prpgate.listeners.asgi_server import AsgiServer
 from prpgate.listeners.fhir_http import FhirHttpConfig, build_app
 from prpgate.serve import StoreWriter
@@ -346,3 +348,90 @@ def test_fhir_http_over_tls(engine: Engine, tmp_path: Path) -> None:
                 raise AssertionError("a client that does not trust the CA got an answer")
 
     scenario(tmp_path, engine, body, tls=(chain, key))
+
+
+def test_fhir_http_request_id_and_if_none_exist_are_retransmit_keys(
+    engine: Engine, tmp_path: Path
+) -> None:
+    anonymous = observation(ident="unused")
+    del anonymous["identifier"]
+
+    async def body(base: str, store: SqliteStore) -> None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            for header in ({"X-Request-Id": "req-7"}, {"If-None-Exist": "identifier=urn:x|7"}):
+                first = await client.post(
+                    f"{base}/Observation",
+                    content=json.dumps(anonymous),
+                    headers={**FHIR_JSON, **header},
+                )
+                again = await client.post(
+                    f"{base}/Observation",
+                    content=json.dumps(anonymous, indent=2),  # the same content, other bytes
+                    headers={**FHIR_JSON, **header},
+                )
+                assert (first.status_code, again.status_code) == (201, 200), header
+        rows = sorted(store.list_messages(), key=lambda r: r.id)
+        assert [(r.control_id, r.status) for r in rows] == [
+            ("request:req-7", "accepted"),
+            ("request:req-7", "duplicate"),
+            ("if-none-exist:identifier=urn:x|7", "accepted"),
+            ("if-none-exist:identifier=urn:x|7", "duplicate"),
+        ]
+
+    scenario(tmp_path, engine, body)
+
+
+def test_fhir_http_chunked_body_over_the_limit_is_413(engine: Engine, tmp_path: Path) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b" " * 1000
+
+    async def body(base: str, store: SqliteStore) -> None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            big = await client.post(f"{base}/Observation", content=chunks(), headers=FHIR_JSON)
+            assert big.status_code == 413
+        (row,) = store.list_messages()
+        assert json.loads(row.summary)["http_status"] == 413
+
+    scenario(tmp_path, engine, body, max_body_bytes=4096)
+
+
+class _FailingCommitter:
+    """A store writer whose commits fail (the FhirCommitter port, faked)."""
+
+    def submit(self, raw: bytes, *, source: str, received_at: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.set_exception(StoreError("disk full"))
+        return fut
+
+    def submit_record(self, record: Any) -> asyncio.Future[int]:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut.set_exception(StoreError("disk full"))
+        return fut
+
+    async def call(self, fn: Any, *, timeout: float = 10.0) -> Any:
+        raise StoreError("disk full")
+
+
+def test_fhir_http_store_failure_is_503_send_again() -> None:
+    async def go() -> None:
+        app = build_app(_FailingCommitter(), FhirHttpConfig(), clock=FixedClock())
+        server = AsgiServer(app, "127.0.0.1", 0)
+        await server.start()
+        base = f"http://127.0.0.1:{server.port}/fhir"
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                posted = await client.post(
+                    f"{base}/Observation", content=json.dumps(observation()), headers=FHIR_JSON
+                )
+                assert posted.status_code == 503
+                assert posted.headers["retry-after"] == "1"
+                assert outcome(posted)[0]["code"] == "transient"
+                refused = await client.post(f"{base}/Observation", content=b"x")
+                assert refused.status_code == 503  # the 415 could not be recorded either
+                search = await client.get(f"{base}/Flag", params={"patient.identifier": "a|b"})
+                assert search.status_code == 503
+        finally:
+            await server.stop()
+
+    run(go())

@@ -80,6 +80,11 @@ def test_fhir_interop_fhirpy_posts_and_reads_back_beside_hl7(served: tuple[Serve
     flags = client.resources("Flag").search(**{"patient.identifier": "ZQ70002"}).fetch_all()
     assert {f["subject"]["identifier"]["system"] for f in flags} == {NORTHHOSP}
     assert sorted(f["status"] for f in flags) == ["active", "active"]
+    status, _, metrics = server.http("/metrics")
+    assert status == 200
+    assert 'prpgate_fhir_http_requests_total{route="observation",status="201"} 1.0' in metrics
+    assert 'prpgate_fhir_http_requests_total{route="observation",status="200"} 1.0' in metrics
+    assert 'prpgate_messages_total{disposition="accepted",type="Observation"} 1.0' in metrics
     assert server.stop(signal.SIGTERM) == 0
 
 

@@ -391,3 +391,19 @@ def test_split_ndjson_lines_and_single_documents() -> None:
     assert lines == [b'{"a":1}', b'{"b":2}']
     assert split_ndjson(b'{\n  "a": 1\n}\n') is None  # pretty-printed: one document
     assert split_ndjson(b'{"a":1}\n') is None
+
+
+def test_read_input_every_observation_status_maps_to_its_result_status() -> None:
+    for status in (
+        "registered",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    ):
+        (r,) = read(observation(status=status)).results
+        assert r.status.value == status
+    assert [s.value for s in ResultStatus if s.is_deciding] == ["final", "amended", "corrected"]
