@@ -82,6 +82,17 @@ _INSERT_MESSAGE = (
 )
 _INSERT_WAITING = _INSERT_MESSAGE.format(locked=_LOCK_WAIT)
 _INSERT_TRYING = _INSERT_MESSAGE.format(locked=_LOCK_TRY)
+# A patient's state in one statement: two JSON arrays of rows (the lists of analytes and
+# result keys go in as JSON too).
+_LOAD_STATE = (
+    "SELECT (SELECT json_agg(json_build_array(result_key, patient_key, analyte, value,"
+    " comparator, effective, effective_sort, seq, status, source)) FROM results"
+    " WHERE patient_key=%(pk)s AND (analyte = ANY(ARRAY(SELECT json_array_elements_text("
+    "%(an)s::json))) OR result_key = ANY(ARRAY(SELECT json_array_elements_text(%(keys)s::json))))),"
+    " (SELECT json_agg(json_build_array(identifier, kind, patient_key, rule, result_key, status,"
+    " resource, version)) FROM outputs WHERE patient_key=%(pk)s AND (kind='Flag'"
+    " OR result_key = ANY(ARRAY(SELECT json_array_elements_text(%(keys)s::json)))))"
+)
 # A table's rows travel as one JSON array (json.dumps is cheap; adapting arrays value by
 # value is not); a key appears once per statement, the last version of a row winning, as
 # row-by-row upserts would.
@@ -192,27 +203,19 @@ class PostgresSession:
         """The patient's stored state restricted to what a message can change (under the
         patient's lock, taken here if ``add_message`` did not)."""
         self._lock({_lock_of_key(patient_key)})
-        keys = list(result_keys)
+        keys = json.dumps(list(result_keys))
         with translated("load state"):
-            res = self._conn.execute(
-                "SELECT result_key, patient_key, analyte, value, comparator, effective,"
-                " effective_sort, seq, status, source FROM results WHERE patient_key=%s"
-                " AND (analyte = ANY(%s) OR result_key = ANY(%s))",
-                (patient_key, list(analytes), keys),
-            )
-            out = self._conn.execute(
-                "SELECT identifier, kind, patient_key, rule, result_key, status, resource,"
-                " version FROM outputs WHERE patient_key=%s"
-                " AND (kind='Flag' OR result_key = ANY(%s))",
-                (patient_key, keys),
-            )
-            rows, out_rows = res.fetchall(), out.fetchall()
+            row = self._conn.execute(
+                _LOAD_STATE, {"pk": patient_key, "an": json.dumps(list(analytes)), "keys": keys}
+            ).fetchone()
+        rows: list[list[Any]] = (row[0] if row else None) or []
+        out_rows: list[list[Any]] = (row[1] if row else None) or []
         results = tuple(
             StoredResult(
                 key=r[0],
                 patient_key=r[1],
                 analyte=r[2],
-                value=Decimal(r[3]),
+                value=Decimal(str(r[3])),
                 comparator=Comparator(r[4]) if r[4] else None,
                 effective=r[5],
                 effective_sort=r[6],
