@@ -494,13 +494,16 @@ async def serve(
 
     async def ready() -> tuple[bool, dict[str, Any]]:
         detail: dict[str, Any] = {"mllp": listener.is_serving}
+        if fhir is not None:
+            detail["fhir_http"] = fhir.is_serving
         try:
             await writer.call(lambda s: s.list_messages(limit=1), timeout=5.0)
             detail["store"] = True
         except StoreError as exc:
             detail["store"] = False
             detail["error"] = exc.args[0]
-        return bool(detail["mllp"] and detail["store"]), detail
+        serving = detail["mllp"] and detail.get("fhir_http", True)
+        return bool(serving and detail["store"]), detail
 
     async def render_metrics() -> bytes:
         await _refresh_outbox(writer, metrics)

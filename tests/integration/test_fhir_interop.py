@@ -130,4 +130,7 @@ def test_fhir_interop_transaction_with_fhirpy_and_capability_with_fhirclient(
         "Flag": ["search-type"],
     }
     assert [i.code for i in rest.interaction] == ["transaction", "batch"]
+    status, _, ready = server.http("/readyz")
+    assert status == 200
+    assert json.loads(ready)["fhir_http"] is True
     assert server.stop(signal.SIGTERM) == 0
