@@ -139,6 +139,8 @@ def decode_json(body: bytes) -> Any | JsonProblem:
         return JsonProblem(f"malformed JSON: {exc.msg}", f"line {exc.lineno}, column {exc.colno}")
     except ValueError as exc:
         return JsonProblem(f"malformed JSON: {exc}", "byte 0")
+    except RecursionError:
+        return JsonProblem("JSON nested too deeply to read", "byte 0")
 
 
 def _no_constant(name: str) -> Any:

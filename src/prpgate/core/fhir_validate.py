@@ -122,8 +122,15 @@ def validate(resource: dict[str, Any], path: str) -> list[Issue]:
     except ValidationError as exc:
         for err in exc.errors():
             issues.append(_issue(path, err))
-    except (ValueError, TypeError) as exc:  # a model's own checks outside pydantic's
-        issues.append(Issue(path, f"invalid {rtype}: {exc}", 102, "structure"))
+    except (ValueError, TypeError, LookupError, RecursionError) as exc:
+        # fhir.resources' own checks outside pydantic's (an unknown resourceType in
+        # contained raises KeyError from its model lookup)
+        why = (
+            f"a resource of an unknown type inside it ({exc})"
+            if isinstance(exc, LookupError)
+            else exc
+        )
+        issues.append(Issue(path, f"invalid {rtype}: {why}", 102, "structure"))
     allowed = _STATUS_SETS.get(rtype)
     status = resource.get("status")
     if allowed is not None and isinstance(status, str) and status not in allowed:
@@ -155,8 +162,8 @@ def validate_entry(entry: object, path: str) -> list[Issue]:
         BundleEntry.model_validate(entry)
     except ValidationError as exc:
         return [_issue(path, err) for err in exc.errors()]
-    except (ValueError, TypeError) as exc:
-        return [Issue(path, f"invalid Bundle entry: {exc}", 102, "structure")]
+    except (ValueError, TypeError, LookupError, RecursionError) as exc:
+        return [Issue(path, f"invalid Bundle entry: {type(exc).__name__} {exc}", 102, "structure")]
     return []
 
 
