@@ -32,6 +32,7 @@ from prpgate.errors import MappingError
 from prpgate.explain import message_report, render_message
 from prpgate.ingest import Ingested
 from prpgate.replay import ReplayStats, discover, replay
+from prpgate.store.factory import Backend, store_location
 from prpgate.store.sqlite import patient_hash
 
 __all__ = ["app", "explain_cmd", "replay_cmd"]
@@ -134,7 +135,7 @@ def replay_cmd(
 def _summary_json(stats: ReplayStats, settings: Settings) -> dict[str, Any]:
     return {
         "summary": "replay",
-        "store": str(settings.store),
+        "store": store_location(settings).display,
         "files": stats.files,
         "messages": stats.messages,
         "dispositions": dict(stats.dispositions),
@@ -174,7 +175,8 @@ def _print_summary(
         if len(stats.problems) > 200:
             p.caption = f"… and {len(stats.problems) - 200} more"
         out.print(p)
-    s = Table("", "count", title=f"replay summary ({settings.store})", show_header=False)
+    where = store_location(settings)
+    s = Table("", "count", title=f"replay summary ({where.display})", show_header=False)
     s.add_row("files", str(stats.files))
     s.add_row("messages", str(stats.messages))
     for disp in ("accepted", "duplicate", "error", "rejected"):
@@ -188,7 +190,9 @@ def _print_summary(
     out.print(s)
     verdict = "all accepted and mapped" if stats.clean else "some inputs rejected or unmapped"
     out.print(
-        f"[bold]{verdict}[/bold] — details: prpgate explain --store {settings.store} <control id>"
+        f"[bold]{verdict}[/bold] — details: prpgate explain"
+        + (f" --store {where.display}" if where.backend is Backend.SQLITE else "")
+        + " <control id>"
     )
 
 

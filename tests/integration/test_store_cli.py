@@ -1,0 +1,63 @@
+"""The `prpgate` commands as processes on each store backend, named by PRPGATE_STORE_URL:
+replay, explain, messages list, outbox list, deliver (to the test FHIR server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import FIXTURES, MAPPINGS, StoreSpec
+from tests.fhirserver.process import FhirServer
+
+PRPGATE = str(Path(sys.executable).parent / "prpgate")
+
+
+def run(spec: StoreSpec, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PRPGATE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "PRPGATE_STORE_URL": spec.url,
+            "PRPGATE_MAPPINGS": str(MAPPINGS),
+            "PRPGATE_LOG_FORMAT": "json",
+            **env,
+        },
+        check=False,
+    )
+
+
+def test_commands_work_on_the_store_the_url_names(store_spec: StoreSpec, tmp_path: Path) -> None:
+    replayed = run(store_spec, "replay", "--json", str(FIXTURES / "cbc_high_wbc.hl7"))
+    assert replayed.returncode == 0, replayed.stderr
+    summary = json.loads(replayed.stdout.splitlines()[-1])
+    assert summary["messages"] == 1
+    assert "password" not in summary["store"]
+    assert summary["store"].startswith(("postgresql://", "/"))
+
+    explained = run(store_spec, "explain", "--json", "PRPFX0002")
+    assert explained.returncode == 0, explained.stderr
+    assert "leukocytosis" in explained.stdout
+
+    listed = run(store_spec, "messages", "list", "--json", "--order", "NF40004")
+    assert listed.returncode == 0, listed.stderr
+    assert [m["control_id"] for m in json.loads(listed.stdout)["messages"]] == ["PRPFX0002"]
+
+    fhir = FhirServer(tmp_path)
+    fhir.start()
+    try:
+        delivered = run(store_spec, "deliver", "--once", "--json", PRPGATE_FHIR_BASE_URL=fhir.base)
+        held = fhir.snapshot()["resources"]
+    finally:
+        fhir.stop()
+    assert delivered.returncode == 0, delivered.stderr
+    assert json.loads(delivered.stdout)["delivered"] == 2
+    assert len(held) == 2
+    outbox = run(store_spec, "outbox", "list", "--json", "--state", "delivered")
+    assert outbox.returncode == 0, outbox.stderr
+    assert len(json.loads(outbox.stdout)["rows"]) == 2
