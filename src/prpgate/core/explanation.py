@@ -36,7 +36,8 @@ def issue_detail(change: IssueChange, control: str) -> str:
     ]
     text = " ".join(p for p in parts if p) + "."
     text += " " + _lab_opinion(r, change.judgement.met)
-    text += f" Source: message {control} {r.source} from {r.sending_facility}."
+    sender = f" from {r.sending_facility}" if r.sending_facility else ""
+    text += f" Source: message {control} {r.source}{sender}."
     return text
 
 
