@@ -55,6 +55,8 @@ def store_location(settings: Settings) -> StoreLocation:
         from prpgate.store.postgres import redact_dsn  # psycopg only when PostgreSQL is used
 
         return StoreLocation(Backend.POSTGRESQL, redact_dsn(url), dsn=url)
+    if url.startswith("sqlite:"):
+        raise ConfigError("store_url: a SQLite URL is sqlite:///relative/path or sqlite:////abs")
     scheme = url.split(":", 1)[0] if ":" in url else url[:20]
     raise ConfigError(
         f"store_url: unsupported scheme {scheme!r} (sqlite:///path or postgresql://...)"
