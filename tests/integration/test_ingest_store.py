@@ -144,9 +144,7 @@ def test_store_refuses_a_newer_schema(store_spec: StoreSpec) -> None:
         store_spec.open()
 
 
-def test_store_explanation_records_are_json_in_order(
-    store_spec: StoreSpec, engine: Engine
-) -> None:
+def test_store_explanation_records_are_json_in_order(store_spec: StoreSpec, engine: Engine) -> None:
     store = store_spec.open()
     item = _ingest(store, engine, load("cbc_high_wbc.hl7"))
     records = store.explanation(item.message_id)  # type: ignore[attr-defined]
