@@ -45,6 +45,22 @@ def cbc_messages() -> list[bytes]:
     return out
 
 
+def sized_message(obx_count: int) -> bytes:
+    """A CBC ORU with ``obx_count`` OBX: the normal CBC's results repeated under new
+    sub-ids (OBX-4), so every OBX is a distinct result of the one order."""
+    lines = (ROOT / "fixtures" / "cbc_normal.hl7").read_bytes().replace(b"\r\n", b"\r")
+    segs = [s for s in lines.replace(b"\n", b"\r").split(b"\r") if s]
+    head = segs[:4]  # MSH PID ORC OBR of the CBC order
+    obx = [s for s in segs[4:11] if s.startswith(b"OBX|")]
+    out = list(head)
+    for i in range(obx_count):
+        f = obx[i % len(obx)].split(b"|")
+        f[1] = str(i + 1).encode()
+        f[4] = str(i // len(obx) + 1).encode()
+        out.append(b"|".join(f))
+    return b"\r".join(out) + b"\r"
+
+
 def _has_finding(engine: Engine, raw: bytes) -> bool:
     return bool(evaluate(read(raw, engine), {}, engine, seq=1).emitted)
 
@@ -105,6 +121,14 @@ def main() -> int:
             ours, [m for m in msgs if _has_finding(engine, m)], seconds=seconds
         ),
     }
+    # how the cost grows with the work: one message of 5, 50 and 500 OBX
+    for count in (5, 50, 500):
+        sized = [sized_message(count)]
+        text = sized[0].decode()
+        figures[f"obx{count}_pipeline_us"] = per_message_us(ours, sized, seconds=seconds / 2)
+        figures[f"obx{count}_python_hl7_us"] = per_message_us(
+            lambda _m, text=text: hl7.parse(text), sized, seconds=seconds / 2
+        )
     figures["ratio_python_hl7_over_pipeline"] = (
         figures["python_hl7_parse_us"] / figures["prpgate_pipeline_us"]
     )
@@ -130,6 +154,15 @@ def main() -> int:
         f"  hl7apy parse_message (baseline)   {figures['hl7apy_parse_us']:9.1f} µs"
         f"   ratio {figures['ratio_hl7apy_over_pipeline']:.1f}x"
     )
+    print("  cost as the message grows (µs per message; per OBX):")
+    for count in (5, 50, 500):
+        ours_us = figures[f"obx{count}_pipeline_us"]
+        base_us = figures[f"obx{count}_python_hl7_us"]
+        print(
+            f"    {count:3d} OBX  prpgate {ours_us:9.1f} ({ours_us / count:5.1f})"
+            f"   python-hl7 parse {base_us:9.1f} ({base_us / count:5.1f})"
+            f"   ratio {base_us / ours_us:.1f}x"
+        )
     return 0
 
 
