@@ -337,27 +337,38 @@ def main() -> int:
         finally:
             stop(echo)
         ceiling = send_ceiling(base, n, env)
-        serve, port = start(
-            [
-                str(Path(sys.executable).parent / "prpgate"),
-                "serve",
-                "--store",
-                str(base / "store.sqlite"),
-                "--port",
-                "0",
-                "--http-port",
-                "0",
-                "--ready-file",
-                str(base / "serve.json"),
-            ],
-            base / "serve.json",
-            {**env, "PRPGATE_DURABLE": "true"},
-        )
-        try:
-            drive_serve = measure_send if args.serve_client == "send" else measure
-            durable = drive_serve(port, n, "P", rates, seconds)
-        finally:
-            stop(serve)
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        for fsync in ("true", "false"):
+            serve, port = start(
+                [
+                    str(Path(sys.executable).parent / "prpgate"),
+                    "serve",
+                    "--store",
+                    str(base / f"store-{fsync}.sqlite"),
+                    "--port",
+                    "0",
+                    "--http-port",
+                    "0",
+                    "--ready-file",
+                    str(base / "serve.json"),
+                ],
+                base / "serve.json",
+                {**env, "PRPGATE_DURABLE": fsync},
+            )
+            try:
+                drive_serve = measure_send if args.serve_client == "send" else measure
+                # fsync off: throughput only (what durability costs), no rate phase
+                results[fsync] = drive_serve(
+                    port,
+                    n,
+                    "P" if fsync == "true" else "Q",
+                    rates if fsync == "true" else [],
+                    seconds,
+                )
+            finally:
+                stop(serve)
+            (base / "serve.json").unlink(missing_ok=True)
+        durable, no_fsync = results["true"], results["false"]
         writer_alone = ingest_only(messages(n, "I"), base)
     figures: dict[str, Any] = {
         "messages": n,
@@ -369,7 +380,7 @@ def main() -> int:
     for key, vals in ceiling.items():
         for k, v in vals.items():
             figures[f"mirror_{key}_{k}"] = v
-    for name, res in (("echo", bare), ("serve", durable)):
+    for name, res in (("echo", bare), ("serve", durable), ("serve_nofsync", no_fsync)):
         for key, vals in res.items():
             for k, v in vals.items():
                 figures[f"{name}_{key}_{k}"] = v
@@ -384,6 +395,7 @@ def main() -> int:
     for label, res in (
         ("bare asyncio echo (baseline)", bare),
         ("prpgate serve, durable ACK", durable),
+        ("prpgate serve, fsync off", no_fsync),
     ):
         for c in ("c1", "c8"):
             r = res[c]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -107,40 +107,66 @@ def python_hl7(folder: Path) -> float:
 
 
 def run_replay(folder: Path, store: Path, batch: int) -> dict[str, Any]:
-    """Replay a folder with the installed CLI in a child process; time, RSS, summary."""
+    """Replay a folder with the installed CLI in a child process; time, peak RSS of that
+    child (from its own rusage), summary."""
     prpgate = Path(sys.executable).parent / "prpgate"
     env = {**os.environ, "PRPGATE_REPLAY_BATCH": str(batch), "PRPGATE_LOG_LEVEL": "error"}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [
-            str(prpgate),
-            "replay",
-            "--store",
-            str(store),
-            "--mappings",
-            str(ROOT / "mappings"),
-            "--json",
-            str(folder),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        check=False,
-    )
-    seconds = time.perf_counter() - t0
-    # ru_maxrss of children is the largest child so far: meaningful for the first
-    # (largest) run, reported as such
-    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    lines = proc.stdout.decode().splitlines()
-    summary = json.loads(lines[-1]) if lines else {}
+    with tempfile.TemporaryFile() as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [
+                str(prpgate),
+                "replay",
+                "--store",
+                str(store),
+                "--mappings",
+                str(ROOT / "mappings"),
+                "--json",
+                str(folder),
+            ],
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        last = b""
+        for line in out:  # the summary is the last line; the file can be large
+            last = line
+    summary = json.loads(last) if last.strip() else {}
     return {
         "seconds": seconds,
-        "peak_rss_mb": peak,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
         "exit": proc.returncode,
         "outputs": sum(summary.get("outputs", {}).values()),
         "messages": summary.get("messages", 0),
     }
+
+
+def scale_runs(sizes: list[int], base: Path, batch: int, share: float) -> list[dict[str, Any]]:
+    """Replay alone at each size (fresh files and store each time): seconds, msgs/s and
+    peak RSS, to show that time grows linearly and memory stays flat."""
+    rows = []
+    for n in sizes:
+        folder = base / f"scale{n}"
+        folder.mkdir()
+        generate(n, folder, share)
+        run = run_replay(folder, base / f"scale{n}.sqlite", batch)
+        rows.append(
+            {
+                "messages": n,
+                "seconds": run["seconds"],
+                "msgs_per_s": n / run["seconds"],
+                "peak_rss_mb": run["peak_rss_mb"],
+                "exit": run["exit"],
+            }
+        )
+        shutil.rmtree(folder)
+        for f in base.glob(f"scale{n}.sqlite*"):
+            f.unlink()
+    return rows
 
 
 def main() -> int:
@@ -148,6 +174,11 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--abnormal-share", type=float, default=0.1)
+    parser.add_argument(
+        "--scale",
+        default="",
+        help="more sizes to replay alone (comma-separated, e.g. 10000,1000000): time and RSS",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     worst_n = max(1000, args.messages // 10)
@@ -161,6 +192,9 @@ def main() -> int:
         worst = run_replay(base / "worst", base / "worst.sqlite", args.batch)
         bare_s = bare_sqlite(base / "mix", base / "bare.sqlite", args.batch)
         hl7_s = python_hl7(base / "mix")
+        shutil.rmtree(base / "mix")
+        sizes = [int(x) for x in args.scale.split(",") if x]
+        scale = scale_runs(sizes, base, args.batch, args.abnormal_share)
     figures = {
         "messages": args.messages,
         "abnormal_share": args.abnormal_share,
@@ -178,6 +212,7 @@ def main() -> int:
         "python_hl7_parse_s": hl7_s,
         "ratio_replay_over_bare_sqlite": mix["seconds"] / bare_s,
         "ratio_replay_over_python_hl7": mix["seconds"] / hl7_s,
+        "scale": scale,
     }
     if args.json:
         print(json.dumps(figures))
@@ -202,6 +237,12 @@ def main() -> int:
         f"  python-hl7 parse of the same messages (baseline)      {hl7_s:8.2f} s   "
         f"replay/python-hl7 {figures['ratio_replay_over_python_hl7']:.2f}x"
     )
+    for row in scale:
+        print(
+            f"  prpgate replay, {row['messages']:>9,} msgs alone               "
+            f"{row['seconds']:8.2f} s {row['msgs_per_s']:8,.0f} msgs/s  "
+            f"peak RSS {row['peak_rss_mb']:.0f} MB"
+        )
     return 0
 
 
