@@ -129,6 +129,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--outputs", type=int, default=2000)
     ap.add_argument("--quick", action="store_true", help="500 outputs")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args()
     n = 500 if args.quick else args.outputs
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,14 +137,21 @@ def main() -> None:
         server = FhirServer(work, persist=False)
         server.start()
         try:
-            print(
-                f"delivery: {n} outputs to the test FHIR server (uvicorn, 127.0.0.1), client-id PUT"
-            )
             rows = []
             for parallel in (1, 8):
                 worker = _worker_run(server, work, n, parallel)
                 bare = _bare_run(server, n, parallel)
                 rows.append((parallel, worker, bare))
+            if args.json:
+                figures = {"outputs": n}
+                for parallel, worker, bare in rows:
+                    figures[f"p{parallel}_worker_per_s"] = worker
+                    figures[f"p{parallel}_bare_httpx_per_s"] = bare
+                print(json.dumps(figures))
+                return
+            print(
+                f"delivery: {n} outputs to the test FHIR server (uvicorn, 127.0.0.1), client-id PUT"
+            )
             head = ("parallel", "worker outputs/s", "bare httpx PUT/s", "worker/bare")
             print(f"{head[0]:>8}  {head[1]:>17}  {head[2]:>17}  {head[3]:>11}")
             for parallel, worker, bare in rows:
