@@ -325,19 +325,25 @@ class Mapper:
                 folded=_fold_unambiguous(s.units),
             )
         self._resolved: dict[tuple[str, str, str], _Unit | ValueProblem] = {}
-        # (sender, facility, codes) -> analyte: a lab sends the same codes again and again
-        self._analyte_memo: dict[tuple[str, str, tuple[Coding, ...]], str | ValueProblem] = {}
+        # codes -> analyte, per sender: a lab sends the same codes again and again, and the
+        # reader hands out the same codes tuple for the same OBX-3 (core/oru.py), so the
+        # memo is keyed by that tuple's identity (held in the entry, so the id stays its)
+        self._analyte_memo: dict[
+            tuple[str, str, int], tuple[tuple[Coding, ...], str | ValueProblem]
+        ] = {}
 
     # -- analyte ------------------------------------------------------------------
 
     def _analyte_of(self, result: LabResult, sender: _Sender) -> str | ValueProblem:
-        key = (sender.facility, result.sending_facility, result.codes)
-        found = self._analyte_memo.get(key)
-        if found is None:
-            found = self._find_analyte(result, sender)
-            if len(self._analyte_memo) >= _RESOLVED_CACHE_LIMIT:
-                self._analyte_memo.clear()
-            self._analyte_memo[key] = found
+        codes = result.codes
+        key = (sender.facility, result.sending_facility, id(codes))
+        entry = self._analyte_memo.get(key)
+        if entry is not None and entry[0] is codes:
+            return entry[1]
+        found = self._find_analyte(result, sender)
+        if len(self._analyte_memo) >= _RESOLVED_CACHE_LIMIT:
+            self._analyte_memo.clear()
+        self._analyte_memo[key] = (codes, found)
         return found
 
     def _find_analyte(self, result: LabResult, sender: _Sender) -> str | ValueProblem:
