@@ -69,6 +69,7 @@ def summarise(reading: Reading, emitted: tuple[Emitted, ...] = ()) -> dict[str, 
         "patients": len({p.identifier.key for p in reading.patients}),
         "outputs": len(emitted),
         "warnings": list(reading.warnings),
+        "refused_parts": len(reading.refused_parts),
     }
 
 

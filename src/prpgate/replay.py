@@ -83,6 +83,7 @@ class ReplayStats:
     outputs: Counter[str] = field(default_factory=Counter)
     problems: list[tuple[str, str, str]] = field(default_factory=list)
     reuses: int = 0
+    refused_parts: int = 0  # refused entries of accepted Bundles
 
     @property
     def clean(self) -> bool:
@@ -91,7 +92,7 @@ class ReplayStats:
             self.dispositions[Disposition.ERROR.value]
             + self.dispositions[Disposition.REJECTED.value]
         )
-        return bad == 0 and sum(self.unmapped.values()) == 0
+        return bad == 0 and sum(self.unmapped.values()) == 0 and self.refused_parts == 0
 
     def count(self, source: str, item: Ingested) -> None:
         """Add one ingested message to the counts."""
@@ -112,6 +113,11 @@ class ReplayStats:
                     item.disposition.value,
                     f"{err.location}: {err.reason} (HL7 error {err.code})",
                 )
+            )
+        for err in item.reading.refused_parts:
+            self.refused_parts += 1
+            self.problems.append(
+                (source, "entry refused", f"{err.location}: {err.reason} (error {err.code})")
             )
 
 

@@ -105,3 +105,28 @@ def test_fhir_fixture_cli_validate_passes_with_conformance_skipped() -> None:
     assert {m["checks"]["mapping"]["status"] for m in report["messages"]} == {"passed"}
     # hl7apy's conformance is for HL7 v2; FHIR input was checked against R4B when read
     assert {m["checks"]["conformance"]["status"] for m in report["messages"]} == {"skipped"}
+
+
+def test_replay_and_validate_fail_a_batch_with_a_refused_entry(tmp_path: Path) -> None:
+    good = json.loads((FHIR_FIXTURES / "observation_wbc_high.json").read_text())
+    bad = {"resourceType": "Observation", "status": "final", "valueQuantity": {"value": "x"}}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": good}, {"resource": bad}],
+    }
+    path = tmp_path / "batch_with_bad_entry.json"
+    path.write_text(json.dumps(bundle))
+    store = str(tmp_path / "s.sqlite")
+    proc = run("replay", "--store", store, "--mappings", str(MAPPINGS), "--json", str(path))
+    # the good entry decided (leukocytosis), the bad one is reported, and the exit says so
+    resources = [r for r in ndjson(proc.stdout) if "resourceType" in r]
+    rules = {(r["resourceType"], r["code"]["coding"][-1]["code"]) for r in resources}
+    assert ("Flag", "leukocytosis") in rules
+    assert proc.returncode == 1
+    checked = run("validate", "--mappings", str(MAPPINGS), "--json", str(path))
+    report = json.loads(checked.stdout)
+    assert checked.returncode == 1
+    parse = report["messages"][0]["checks"]["parse"]
+    assert parse["status"] == "failed"
+    assert any("entry[1]" in f["location"] for f in parse["findings"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 from prpgate.core.fhir_in import FhirInput, read_input
 from prpgate.core.fhir_request import FhirRequest, unwrap
 from prpgate.core.fhir_validate import Issue
+from prpgate.core.fhir_verdicts import EntryKind
 from prpgate.core.oru import Header
 from prpgate.core.pipeline import (
     AckCode,
@@ -75,6 +76,9 @@ def reading_of(raw: bytes, found: FhirInput, engine: Engine) -> Reading:
         )
     results = tuple(engine.mapper.normalise(r) for r in found.results)
     accepted = not errors
+    refused = tuple(
+        _error(issue) for entry in found.entries if entry.kind in _REFUSED for issue in entry.issues
+    )
     return Reading(
         raw=raw,
         content_hash=found.content_hash,
@@ -85,7 +89,11 @@ def reading_of(raw: bytes, found: FhirInput, engine: Engine) -> Reading:
         patients=found.patients,
         errors=errors,
         warnings=found.warnings,
+        refused_parts=refused if accepted else (),
     )
+
+
+_REFUSED = frozenset({EntryKind.INVALID, EntryKind.FAILED, EntryKind.UNSUPPORTED})
 
 
 def read_fhir(raw: bytes, engine: Engine) -> Reading:

@@ -125,6 +125,9 @@ class Reading:
     patients: tuple[Patient, ...] = ()
     errors: tuple[ErrorInfo, ...] = ()
     warnings: tuple[str, ...] = ()
+    # parts refused on their own while the input as a whole was accepted (an invalid
+    # entry of a batch or collection Bundle: the other entries went on)
+    refused_parts: tuple[ErrorInfo, ...] = ()
 
     @property
     def unmapped(self) -> tuple[Unmapped, ...]:

@@ -77,8 +77,16 @@ def parse_check(reading: Reading, disposition: Disposition, msg: er7.Message | N
     note = ""
     if disposition is Disposition.DUPLICATE:
         note = "duplicate of an earlier message in this run: not evaluated again"
-    if reading.disposition is Disposition.ACCEPTED:
+    if reading.disposition is Disposition.ACCEPTED and not reading.refused_parts:
         return CheckResult(CheckKind.PARSE, Status.PASSED, tuple(warnings), note)
+    if reading.disposition is Disposition.ACCEPTED:  # a Bundle with refused entries
+        refused = [
+            Finding(e.location, f"entry refused: {e.reason} (error {e.code})", code=str(e.code))
+            for e in reading.refused_parts
+        ]
+        return CheckResult(
+            CheckKind.PARSE, Status.FAILED, (*refused, *warnings), "accepted, entries refused"
+        )
     errors = [
         Finding(e.location, f"{e.reason} (HL7 error {e.code})", code=str(e.code))
         for e in reading.errors
