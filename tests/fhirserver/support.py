@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime
 
 from prpgate.core.build import resource_id
@@ -56,7 +57,6 @@ class SqliteFiller:
 
     def __init__(self, store: StoreBackend) -> None:
         self.store = store
-        self._n = 0
 
     def enqueue(
         self,
@@ -69,17 +69,18 @@ class SqliteFiller:
         received_at: datetime,
     ) -> int:
         """One message carrying one output version; returns the outbox row id."""
-        self._n += 1
+        # unique per store, whichever filler adds it: one first arrival per key and content
+        n = uuid.uuid4().hex[:16]
         with self.store.session() as s:
             mid = s.add_message(
                 MessageRecord(
                     received_at=received_at.isoformat(),
                     source="test",
                     raw=b"MSH|",
-                    content_hash=f"h{self._n}",
+                    content_hash=f"h{n}",
                     sending_application="APP",
                     sending_facility="LAB",
-                    control_id=f"C{self._n}",
+                    control_id=f"C{n}",
                     message_type="ORU^R01",
                     version="2.5.1",
                     status="accepted",
