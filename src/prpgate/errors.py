@@ -51,11 +51,15 @@ class ParseError(PrpgateError):
 
     @property
     def location(self) -> str:
-        """Human-readable location, e.g. ``MSH-9`` or ``OBX[4]-5`` or ``byte 120``."""
+        """Human-readable location, e.g. ``MSH-9`` or ``OBX[4]-5`` or ``byte 120``.
+
+        The first segment is ``MSH`` without an index; a second MSH further on (two
+        messages where one belongs) keeps its index: ``MSH[7]``.
+        """
         parts = ""
         if self.segment is not None:
             parts = self.segment
-            if self.segment_index is not None and self.segment != "MSH":
+            if self.segment_index is not None and (self.segment != "MSH" or self.segment_index > 1):
                 parts += f"[{self.segment_index}]"
             if self.field is not None:
                 parts += f"-{self.field}"

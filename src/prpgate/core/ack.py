@@ -144,11 +144,19 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _msh_line(raw: bytes) -> bytes | None:
-    """The first segment's bytes when the input starts with MSH (after framing, BOM)."""
+def _head(raw: bytes) -> int:
+    """Where the first segment starts: after framing, whitespace and BOMs, in any
+    order, as the tokenizer skips them."""
     start = len(raw) - len(raw.lstrip(_TRIM))
-    if raw.startswith(_BOM, start):
+    while raw.startswith(_BOM, start):
         start += len(_BOM)
+        start = len(raw) - len(raw[start:].lstrip(_TRIM))
+    return start
+
+
+def _msh_line(raw: bytes) -> bytes | None:
+    """The first segment's bytes when the input starts with MSH."""
+    start = _head(raw)
     if not raw.startswith(b"MSH", start):
         return None
     m = _LINE.search(raw, start)
@@ -301,7 +309,7 @@ def _timestamp(now: datetime) -> str:
 
 def _occurrence(raw: bytes, segment: str, index: int) -> int | None:
     """Which occurrence of ``segment`` the ``index``-th segment of the message is."""
-    body = raw.strip(_TRIM)
+    body = raw[_head(raw) :].rstrip(_TRIM)
     lines = body.split(b"\r") if b"\r" in body else body.split(b"\n")
     names = [ln.lstrip(b"\n")[:3] for ln in lines if ln.strip()]
     want = segment.encode("ascii")

@@ -237,7 +237,8 @@ def decode_text(
 
     Raises ParseError: empty input or no MSH first (100); a NUL byte (102); an
     unknown or unsupported MSH-18 (103, MSH-18); an unusable override or default
-    (207); bytes that do not decode (102, with the byte offset and the reason).
+    (207); bytes that do not decode (102, at their segment, with the byte offset and
+    the reason).
     """
     data, base = (raw.data, raw.offset) if isinstance(raw, RawMessage) else (raw, 0)
     start, end = _trim(data)
@@ -274,7 +275,11 @@ def decode_text(
         at = (exc.offset or base + start) - base
         seg, idx = _segment_at(data, start, at)
         raise ParseError(
-            f"{exc.reason} (segment {idx}, {seg}; {source})", code=102, offset=exc.offset
+            f"{exc.reason} (segment {idx}, {seg}; {source})",
+            segment=seg if _SEGMENT_ID.fullmatch(seg) else None,
+            segment_index=idx,
+            code=102,
+            offset=exc.offset,
         ) from exc
     return text, codec
 

@@ -200,7 +200,7 @@ def read_bundle(
 ) -> FhirInput:
     entries = _as_list(bundle.get("entry"))
     if "entry" in bundle and not isinstance(bundle["entry"], list):
-        return refuse(base, Issue("Bundle.entry", "Bundle.entry must be a list", 102, "structure"))
+        return refuse(base, Issue("Bundle.entry", "Bundle.entry must be a list", 100, "structure"))
     issues = validate({k: v for k, v in bundle.items() if k != "entry"}, "Bundle")
     if issues:
         return refuse(base, *issues)
@@ -243,7 +243,12 @@ def read_bundle(
             reader.verdicts.append(EntryVerdict(i, rtype, EntryKind.UNSUPPORTED, (issue,)))
             continue
         if not res:
-            if is_request:
+            sent = e.get("resource")  # e is a dict: validate_entry said so
+            if sent is not None and not isinstance(sent, dict):
+                reason = "entry.resource is not a resource (a JSON object)"
+                issue = Issue(f"{where}.resource", reason, 100, "structure")
+                reader.verdicts.append(EntryVerdict(i, "", EntryKind.INVALID, (issue,)))
+            elif is_request:
                 issue = Issue(f"{where}.resource", "the entry has no resource", 101, "required")
                 reader.verdicts.append(EntryVerdict(i, "", EntryKind.INVALID, (issue,)))
             else:

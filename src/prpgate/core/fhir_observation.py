@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prpgate.core.fhir_request import canonical_hash, number_text
-from prpgate.core.fhir_subject import SubjectContext, resolve_subject
+from prpgate.core.fhir_subject import NotFound, SubjectContext, resolve_subject
 from prpgate.core.fhir_validate import Issue
 from prpgate.core.model import Coding, LabResult, Patient, ResultKey, ResultStatus
 from prpgate.core.timestamps import parse_ts
@@ -201,6 +201,10 @@ def read_observation(obs: dict[str, Any], ctx: ObservationContext) -> Observatio
     resolved = resolve_subject(subject, ctx.subjects)
     if isinstance(resolved, str):
         return ObservationRead((), None, Issue(f"{ctx.where}.subject", resolved, 101, "required"))
+    if isinstance(resolved, NotFound):
+        # HL7 table 0357 204 "unknown key identifier": the FHIR IssueType not-found
+        issue = Issue(f"{ctx.where}.subject", resolved.reason, 204, "not-found")
+        return ObservationRead((), None, issue)
     patient = resolved.patient
     warnings = [f"{ctx.where}.subject: {resolved.note}"] if resolved.note else []
     status_text = _str(obs.get("status"))

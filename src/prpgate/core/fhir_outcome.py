@@ -40,6 +40,7 @@ _ISSUE_TYPES = {
     200: "not-supported",
     201: "not-supported",
     203: "not-supported",
+    204: "not-found",  # unknown key identifier: a reference that resolves to nothing
     207: "exception",
 }
 _NOT_SUPPORTED = frozenset({200, 201, 203})

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 __all__ = [
@@ -36,6 +38,8 @@ __all__ = [
 ]
 
 _BOM = b"\xef\xbb\xbf"
+# A JSON escape of a UTF-16 surrogate (\uD800-\uDFFF): paired, it spells one character
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _REQUEST_PREFIX = b"POST /"
 # The headers a request record keeps, in this order (lower case).
 RECORDED_HEADERS = ("content-type", "x-request-id", "if-none-exist")
@@ -134,13 +138,46 @@ def decode_json(body: bytes) -> Any | JsonProblem:
         return JsonProblem("the body is empty", "byte 0")
     try:
         # Decimal keeps a FHIR decimal's precision (7.20 stays 7.20), as the mapper reads it
-        return json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
+        value = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         return JsonProblem(f"malformed JSON: {exc.msg}", f"line {exc.lineno}, column {exc.colno}")
     except ValueError as exc:
         return JsonProblem(f"malformed JSON: {exc}", "byte 0")
     except RecursionError:
         return JsonProblem("JSON nested too deeply to read", "byte 0")
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text) and not _is_unicode(value):
+        return JsonProblem(
+            "a string holds an unpaired surrogate (a \\uD800-\\uDFFF escape without its "
+            "partner): not Unicode text",
+            _lone_surrogate_at(text),
+        )
+    return value
+
+
+def _is_unicode(value: Any) -> bool:
+    """Whether every string (and key) of a decoded JSON value is Unicode text; JSON's
+    ``\\u`` escapes can spell a lone surrogate, which no UTF-8 text holds."""
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _lone_surrogate_at(text: str) -> str:
+    """``line L, column C`` of the first surrogate escape without its partner (a high
+    one, D800-DBFF, right before a low one, DC00-DFFF, is a pair)."""
+    found = list(_SURROGATE_ESCAPE.finditer(text))
+    paired: set[int] = set()
+    for a, b in pairwise(found):
+        if a.end() == b.start() and a.group()[3] in "89abAB" and b.group()[3] in "cdefCDEF":
+            paired.update((a.start(), b.start()))
+    for m in found:
+        if m.start() not in paired:
+            line = text.count("\n", 0, m.start()) + 1
+            column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+            return f"line {line}, column {column}"
+    return "byte 0"
 
 
 def _no_constant(name: str) -> Any:

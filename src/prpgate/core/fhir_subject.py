@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from prpgate.core.model import Patient, PatientId
 
-__all__ = ["Resolved", "SubjectContext", "patient_from_resource", "resolve_subject"]
+__all__ = ["NotFound", "Resolved", "SubjectContext", "patient_from_resource", "resolve_subject"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,15 @@ class Resolved:
 
     patient: Patient
     note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    """A subject whose reference must resolve inside the input (``#id`` to a contained
+    resource, ``urn:uuid:``/``urn:oid:`` to a Bundle entry's fullUrl) and resolves to
+    nothing, with no identifier beside it: a reference that goes nowhere."""
+
+    reason: str
 
 
 def _as_list(value: object) -> list[Any]:
@@ -101,8 +110,9 @@ def patient_from_resource(resource: dict[str, Any], ctx: SubjectContext) -> Pati
     )
 
 
-def resolve_subject(subject: object, ctx: SubjectContext) -> Resolved | str:
-    """Resolve Observation.subject; returns a Resolved patient, or why not (text)."""
+def resolve_subject(subject: object, ctx: SubjectContext) -> Resolved | NotFound | str:
+    """Resolve Observation.subject; returns a Resolved patient, NotFound for a local
+    reference that resolves to nothing, or why not (text)."""
     if not isinstance(subject, dict):
         return "the Observation has no subject"
     ref = subject.get("reference")
@@ -116,6 +126,9 @@ def resolve_subject(subject: object, ctx: SubjectContext) -> Resolved | str:
             patient = patient_from_resource(target, ctx)
             if patient is not None:
                 return Resolved(patient)
+        elif _is_local(ref) and _identifier(subject.get("identifier"), ctx) is None:
+            where = "contained resource" if ref.startswith("#") else "Bundle entry (fullUrl)"
+            return NotFound(f"subject {ref} resolves to nothing: there is no such {where}")
         elif not _is_patient_ref(ref, rtype):
             return f"subject {ref} is not a Patient reference"
     elif isinstance(rtype, str) and rtype and rtype != "Patient":
@@ -131,6 +144,11 @@ def resolve_subject(subject: object, ctx: SubjectContext) -> Resolved | str:
     if ref:
         return f"subject {ref} names no contained Patient with an identifier"
     return "the Observation's subject has neither a reference nor an identifier"
+
+
+def _is_local(ref: str) -> bool:
+    """A reference that can only resolve inside the input itself."""
+    return ref.startswith(("#", "urn:uuid:", "urn:oid:"))
 
 
 def _is_patient_ref(ref: str, rtype: object) -> bool:

@@ -79,6 +79,7 @@ _STATUS_SETS = {
     "DiagnosticReport": DIAGNOSTIC_REPORT_STATUSES,
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INTERNAL = frozenset({"__root__", "root"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,7 @@ def validate(resource: dict[str, Any], path: str) -> list[Issue]:
             if isinstance(exc, LookupError)
             else exc
         )
-        issues.append(Issue(path, f"invalid {rtype}: {why}", 102, "structure"))
+        issues.append(Issue(path, f"invalid {rtype}: {why}", 100, "structure"))
     allowed = _STATUS_SETS.get(rtype)
     status = resource.get("status")
     if allowed is not None and isinstance(status, str) and status not in allowed:
@@ -157,13 +158,13 @@ def validate_entry(entry: object, path: str) -> list[Issue]:
     """Check one Bundle.entry's own elements (fullUrl, request, response; pass it
     without its resource) with the R4B BundleEntry model."""
     if not isinstance(entry, dict):
-        return [Issue(path, "a Bundle entry must be a JSON object", 102, "structure")]
+        return [Issue(path, "a Bundle entry must be a JSON object", 100, "structure")]
     try:
         BundleEntry.model_validate(entry)
     except ValidationError as exc:
         return [_issue(path, err) for err in exc.errors()]
     except (ValueError, TypeError, LookupError, RecursionError) as exc:
-        return [Issue(path, f"invalid Bundle entry: {type(exc).__name__} {exc}", 102, "structure")]
+        return [Issue(path, f"invalid Bundle entry: {type(exc).__name__} {exc}", 100, "structure")]
     return []
 
 
@@ -176,13 +177,13 @@ def _issue(path: str, err: Any) -> Issue:
     if kind == "missing" or kind.endswith(".missing"):
         return Issue(where, msg, 101, "required")
     if kind == "extra_forbidden":
-        return Issue(where, "unknown element (not in the R4 definition)", 102, "structure")
+        return Issue(where, "unknown element (not in the R4 definition)", 100, "structure")
     if "resource-type" in kind or "resource_type" in kind:
         return Issue(
             where,
             "unexpected resourceType: this element is not a resource (a Bundle entry holds "
             "its resource in entry.resource)",
-            102,
+            100,
             "structure",
         )
     return Issue(where, msg, 102, "value")
@@ -195,7 +196,8 @@ def _fhirpath(path: str, loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         elif part == "resource_type":
             out += ".resourceType"
-        elif isinstance(part, str) and _NAME.match(part) and part != "__root__":
+        elif isinstance(part, str) and _NAME.match(part) and part not in _INTERNAL:
             out += f".{part}"
-        # pydantic's internal parts (validator names, union branches) are left out
+        # pydantic's internal parts (validator names, union branches, a model's root
+        # value) are left out: no R4 element is named "root"
     return out

@@ -4,7 +4,7 @@ same pipeline and store as MLLP, and reads back what was decided.
 * ``POST [base]/Observation`` and ``POST [base]`` (transaction or batch Bundle): the
   body, as a request record (``core.fhir_request``), goes to the store writer; the
   answer is written only after its commit (as MLLP ACKs are). Every input is stored,
-  bad ones too (413 and 415 with the body's first 64 KiB). A created Observation is
+  bad ones too (406 and 415 with the body, 413 with its first 64 KiB). A created Observation is
   answered with an OperationOutcome saying what was read and decided; with
   ``Prefer: return=representation`` with the Observation as received, with
   ``return=minimal`` with no body.
@@ -179,12 +179,13 @@ def build_app(
                     headers={"WWW-Authenticate": 'Bearer realm="prpgate"'},
                 )
             elif _wants_xml(request):
-                response = _outcome(
-                    406,
-                    OutcomeIssue(
-                        "error", "not-supported", "prpgate answers application/fhir+json only"
-                    ),
+                issue = OutcomeIssue(
+                    "error", "not-supported", "prpgate answers application/fhir+json only"
                 )
+                if request.method == "POST":  # a refused input is stored too
+                    response = await refuse_post(request, 406, issue)
+                else:
+                    response = _outcome(406, issue)
             else:
                 response = await handler(request)
             metrics.requests.labels(route, str(response.status_code)).inc()
@@ -236,6 +237,21 @@ def build_app(
             return _store_failed(exc)
         _log.info("fhir input refused", status=status, issue=issue.code, bytes=len(body))
         return _outcome(status, issue, headers={"Connection": "close"} if status == 413 else None)
+
+    async def refuse_post(request: Request, status: int, issue: OutcomeIssue) -> Response:
+        """Read, store and refuse a POST's body (over the limit: 413 instead)."""
+        try:
+            body, whole = await read_body(request)
+        except ClientDisconnect:
+            _log.info("fhir client went away before its request was read", status=status)
+            return Response(status_code=400)
+        raw = record_request(request.url.path, dict(request.headers.items()), body)
+        if not whole:
+            status = 413
+            issue = OutcomeIssue(
+                "error", "too-long", f"the body is over the limit of {config.max_body_bytes} bytes"
+            )
+        return await record_refusal(request, raw, body, status, issue)
 
     async def post(request: Request, route: str) -> Response:
         try:

@@ -16,7 +16,9 @@ Framing faults (stray bytes, a frame cut short by the next ``<VT>`` or by the pe
 closing) are logged without message content, their bytes recorded in the store
 (with empty retransmit keys, so they never count as an earlier copy of a message),
 and not answered, as the MLLP specification says. An oversize frame is recorded
-(its head) and answered AR/CR with an ERR segment; the connection stays usable.
+(its head) and answered AR/CR with an ERR segment; the connection stays usable. A
+frame holding FHIR JSON or an HTTP request instead of HL7 v2 is recorded and answered
+AR/CR too (HL7 error 100), never processed (``mllp_not_hl7``).
 A committer failure is answered AR (original mode) or CE (enhanced mode), HL7
 error 207, so the sender retries.
 """
@@ -43,6 +45,7 @@ from prpgate.core.mllp import Deframer, Fault, FaultKind, Frame, frame
 from prpgate.core.pipeline import AckCode, ErrorInfo, content_hash
 from prpgate.errors import StoreError
 from prpgate.ingest import Ingested
+from prpgate.listeners.mllp_not_hl7 import not_hl7, not_hl7_record
 from prpgate.ports import Clock, MessageRecord
 
 __all__ = [
@@ -193,7 +196,7 @@ class _Pending:
     ctx: AckContext
     raw: bytes
     arrived: float
-    oversize: Fault | None = None
+    refusal: ErrorInfo | None = None  # answered AR/CR unprocessed: oversize, not HL7
     future: asyncio.Future[Ingested] | asyncio.Future[int] | None = None
 
 
@@ -423,6 +426,23 @@ class MllpListener:
                     charset_overrides=self._cfg.charset_overrides,
                     enhanced=self._cfg.enhanced_acks,
                 )
+                refusal = not_hl7(event.data)
+                if refusal is not None:  # FHIR JSON over MLLP: refused, never processed
+                    self._events.fault("not-hl7")
+                    _log.warning("mllp frame is not HL7 v2", peer=conn.peer, bytes=len(event.data))
+                    answer = plan(ctx, AckCode.AR, committed=True)
+                    record = not_hl7_record(
+                        event.data,
+                        refusal,
+                        source=conn.source,
+                        received_at=now,
+                        answered=answer[0].value if answer else "",
+                    )
+                    item = _Pending(ctx, event.data, arrived, refusal=refusal)
+                    await pending.put(item)
+                    item.future = self._committer.submit_record(record)
+                    conn.outstanding += 1
+                    continue
                 item = _Pending(ctx, event.data, arrived)
                 # queue the answer first, then submit: a reader stopped while waiting
                 # for room has submitted nothing it will not answer
@@ -452,7 +472,15 @@ class MllpListener:
                     received_at=now,
                     answered=answer[0].value if answer else "",
                 )
-                item = _Pending(ctx, event.data, arrived, oversize=event)
+                limit = self._cfg.max_message_bytes
+                item = _Pending(
+                    ctx,
+                    event.data,
+                    arrived,
+                    refusal=ErrorInfo(
+                        207, "message", f"message is {event.size} bytes; the limit is {limit} bytes"
+                    ),
+                )
                 await pending.put(item)
                 item.future = self._committer.submit_record(record)
                 conn.outstanding += 1
@@ -495,7 +523,7 @@ class MllpListener:
     async def _answer(self, item: _Pending) -> list[Ack]:
         """Wait for the commit, then build the acknowledgments the sender asked for."""
         assert item.future is not None
-        if item.oversize is not None:
+        if item.refusal is not None:
             committed = True
             try:
                 await item.future
@@ -503,14 +531,7 @@ class MllpListener:
                 committed = False
                 self._events.fault("store")
             now = self._clock.now()  # MSH-7 of the ACK: after the commit
-            size = item.oversize.size
-            errors: tuple[ErrorInfo, ...] = (
-                ErrorInfo(
-                    207,
-                    "message",
-                    f"message is {size} bytes; the limit is {self._cfg.max_message_bytes} bytes",
-                ),
-            )
+            errors: tuple[ErrorInfo, ...] = (item.refusal,)
             codes = plan(item.ctx, AckCode.AR, committed=committed)
             return [self._build(item, c, errors, now) for c in codes]
         try:
