@@ -27,7 +27,7 @@ from prpgate.cli_support import (
 from prpgate.cli_support import cli_settings as _settings
 from prpgate.cli_support import fail as _fail
 from prpgate.config import Settings
-from prpgate.engine import build_engine
+from prpgate.engine import build_engine, end_startup
 from prpgate.errors import MappingError
 from prpgate.explain import message_report, render_message
 from prpgate.ingest import Ingested
@@ -74,6 +74,7 @@ def replay_cmd(
         raise _fail(f"no such file or folder: {exc}") from exc
     try:
         engine = build_engine(settings)
+        end_startup()
     except MappingError as exc:
         raise _fail(f"mappings: {exc}") from exc
     out = Console(highlight=False)

@@ -12,6 +12,7 @@ import typer
 
 from prpgate.cli_support import fail as _fail
 from prpgate.config import load_settings
+from prpgate.engine import end_startup
 from prpgate.errors import ConfigError, MappingError, StoreError
 from prpgate.logs import configure_logging
 from prpgate.serve import serve
@@ -62,6 +63,7 @@ def serve_cmd(
     configure_logging(fmt=settings.log_format, level=settings.log_level, log_phi=settings.log_phi)
 
     def announce(ports: dict[str, int]) -> None:
+        end_startup()  # listening: what is loaded now lives as long as the process
         if ready_file is not None:
             tmp = ready_file.with_name(ready_file.name + ".tmp")
             tmp.write_text(json.dumps({**ports, "pid": os.getpid()}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from prpgate.config import Settings
 from prpgate.core.build import Deployment
 from prpgate.core.mapping import Mapper
@@ -10,7 +12,7 @@ from prpgate.core.pipeline import Engine
 from prpgate.core.units import UnitConverter
 from prpgate.mappings_loader import load_mappings
 
-__all__ = ["build_engine"]
+__all__ = ["build_engine", "end_startup"]
 
 
 def build_engine(settings: Settings, converter: UnitConverter | None = None) -> Engine:
@@ -36,3 +38,14 @@ def build_engine(settings: Settings, converter: UnitConverter | None = None) -> 
         identifier_system_base=mappings.rules.patient_identifier_system_default,
         max_message_bytes=settings.max_message_bytes,
     )
+
+
+def end_startup() -> None:
+    """Take what start-up loaded out of the garbage collector's scans (``gc.freeze``).
+
+    The models, registries and mappings a long run loads are some 100 000 objects
+    that live as long as the process; without this every older-generation collection
+    walks them again while messages flow (about 5% of a replay's time).
+    """
+    gc.collect()
+    gc.freeze()
