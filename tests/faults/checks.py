@@ -128,7 +128,8 @@ class DeliveryCounts:
 
 
 def _body(resource: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in resource.items() if k != "meta"}
+    """A resource without what the server assigns (id in conditional mode, meta)."""
+    return {k: v for k, v in resource.items() if k not in ("id", "meta")}
 
 
 def delivery_counts(rows: list[dict[str, Any]], snapshot: dict[str, Any]) -> DeliveryCounts:

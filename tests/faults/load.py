@@ -43,9 +43,11 @@ def ack_of(data: bytes) -> tuple[str, str, str]:
 class Sender(threading.Thread):
     """What both senders share: the ledger, new inputs on demand, inputs to send again."""
 
-    def __init__(self, name: str, make: Callable[[int], Input]) -> None:
+    def __init__(self, name: str, make: Callable[[int], Input], rate: float = 0.0) -> None:
         super().__init__(name=name, daemon=True)
         self.make = make
+        self.interval = 1.0 / rate if rate else 0.0  # between new inputs (0: no pacing)
+        self._next_new = 0.0
         self.inputs: list[Input] = []
         self.again: collections.deque[Input] = collections.deque()
         self.lock = threading.Lock()
@@ -59,6 +61,12 @@ class Sender(threading.Thread):
         with self.lock:
             if self.again:
                 return self.again.popleft()
+        if self.interval:  # paced: new inputs at most ``rate`` per second
+            wait = self._next_new - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._next_new = max(self._next_new, time.monotonic()) + self.interval
+        with self.lock:
             if self.no_new.is_set():
                 return None
             item = self.make(len(self.inputs))
@@ -88,8 +96,10 @@ class Sender(threading.Thread):
 class MllpSender(Sender):
     """One MLLP connection at a time, ``window`` messages in flight, answered in order."""
 
-    def __init__(self, name: str, port: int, make: Callable[[int], Input], window: int) -> None:
-        super().__init__(name, make)
+    def __init__(
+        self, name: str, port: int, make: Callable[[int], Input], window: int, rate: float = 0.0
+    ) -> None:
+        super().__init__(name, make, rate)
         self.port = port
         self.window = window
         self.connections = 0
@@ -148,8 +158,10 @@ class MllpSender(Sender):
 class FhirSender(Sender):
     """POSTs each Observation to ``[base]/Observation`` with its key as X-Request-Id."""
 
-    def __init__(self, name: str, base: str, make: Callable[[int], Input]) -> None:
-        super().__init__(name, make)
+    def __init__(
+        self, name: str, base: str, make: Callable[[int], Input], rate: float = 0.0
+    ) -> None:
+        super().__init__(name, make, rate)
         self.base = base
 
     def run(self) -> None:

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tests.fhirserver.app import ServerConfig, create_app
+
+
+class TransportInState(H11Protocol):
+    """uvicorn's h11 protocol, with each request's ``scope["state"]`` holding the
+    connection's transport (so a fault can reset the connection)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self.app_state = {**self.app_state, "transport": transport}
 
 
 def main() -> None:
@@ -35,6 +46,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=1,
+        http=TransportInState,
     )
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,7 @@ TYPES = frozenset({"DetectedIssue", "Flag", "Patient"})
 
 @dataclass
 class Fault:
-    kind: str = "none"  # none, 500, 503, 429, 400, 409, slow
+    kind: str = "none"  # none, 500, 503, 429, 400, 409, slow, reset, reset-after-write
     count: int = 0  # requests affected; -1 until changed
     retry_after: str | None = None
     delay: float = 0.0
@@ -63,6 +65,7 @@ class State:
     tokens: dict[str, float] = field(default_factory=dict)
     jtis: set[str] = field(default_factory=set)
     token_requests: list[dict[str, Any]] = field(default_factory=list)
+    faults_served: dict[str, int] = field(default_factory=dict)  # requests each fault hit
 
 
 def _oo(status: int, code: str, text: str, headers: dict[str, str] | None = None) -> Response:
@@ -71,6 +74,17 @@ def _oo(status: int, code: str, text: str, headers: dict[str, str] | None = None
         "issue": [{"severity": "error", "code": code, "diagnostics": text}],
     }
     return JSONResponse(body, status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+async def reset_connection(request: Request) -> None:
+    """Abort the request's TCP connection with a reset (RST): SO_LINGER 0, then abort."""
+    transport = request.scope.get("state", {}).get("transport")
+    assert transport is not None, "run with tests.fhirserver.__main__ (transport in state)"
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    await asyncio.sleep(0.01)  # let the server see the connection gone before answering
 
 
 def create_app(config: ServerConfig) -> Starlette:
@@ -145,8 +159,14 @@ def create_app(config: ServerConfig) -> Starlette:
             return None
         if fault.writes_only and request.method not in ("PUT", "POST"):
             return None
+        if fault.kind == "reset-after-write":
+            return None  # taken by ``answer`` once the write is applied
         if fault.count > 0:
             fault.count -= 1
+        state.faults_served[fault.kind] = state.faults_served.get(fault.kind, 0) + 1
+        if fault.kind == "reset":
+            await reset_connection(request)
+            return Response(status_code=500)  # never reaches the client
         if fault.kind == "slow":
             await asyncio.sleep(fault.delay)
             return None
@@ -158,6 +178,15 @@ def create_app(config: ServerConfig) -> Starlette:
         if fault.kind == "429":
             return _oo(429, "throttled", "too many requests", headers)
         return _oo(int(fault.kind), "transient", f"fault {fault.kind}", headers)
+
+    async def answer(request: Request, response: Response) -> Response:
+        """A write's answer, or a reset in its place (``reset-after-write``)."""
+        if fault.kind == "reset-after-write" and fault.count != 0:
+            if fault.count > 0:
+                fault.count -= 1
+            state.faults_served[fault.kind] = state.faults_served.get(fault.kind, 0) + 1
+            await reset_connection(request)
+        return response
 
     def record(
         request: Request, body: dict[str, Any], status: int, res: dict[str, Any] | None
@@ -234,7 +263,7 @@ def create_app(config: ServerConfig) -> Starlette:
             body.pop("id", None)
             res, status = put_version(kind, new_id(), body)
             record(request, body, status, res)
-            return stored(res, status)
+            return await answer(request, stored(res, status))
         # PUT [type]?identifier= : conditional update
         if not token:
             return _oo(400, "required", "conditional update needs search parameters")
@@ -247,7 +276,7 @@ def create_app(config: ServerConfig) -> Starlette:
             return _oo(400, "invalid", "resource id does not match the resource found")
         res, status = put_version(kind, rid, body)
         record(request, body, status, res)
-        return stored(res, status)
+        return await answer(request, stored(res, status))
 
     async def instance_level(request: Request) -> Response:
         kind, rid = request.path_params["type"], request.path_params["id"]
@@ -275,7 +304,7 @@ def create_app(config: ServerConfig) -> Starlette:
                 return _oo(412, "conflict", f"version {match} is not current ({have})")
         res, status = put_version(kind, rid, body)
         record(request, body, status, res)
-        return stored(res, status)
+        return await answer(request, stored(res, status))
 
     async def history(request: Request) -> Response:
         key = f"{request.path_params['type']}/{request.path_params['id']}"
@@ -344,6 +373,8 @@ def create_app(config: ServerConfig) -> Starlette:
                 "log": state.log,
                 "token_requests": state.token_requests,
                 "tokens": len(state.tokens),
+                "fault": {"kind": fault.kind, "count": fault.count},
+                "faults_served": state.faults_served,
             }
         )
 
