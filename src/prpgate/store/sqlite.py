@@ -228,8 +228,9 @@ class SqliteSession:
         try:
             yield
         except BaseException:
-            self._db.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            self._db.execute(f"RELEASE SAVEPOINT {name}")
+            if self._db.in_transaction:  # SQLite may have rolled back the whole transaction
+                self._db.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                self._db.execute(f"RELEASE SAVEPOINT {name}")
             del self._keys[held[0] :], self._explanations[held[1] :]
             raise
         else:
@@ -275,15 +276,15 @@ class SqliteStore(SqliteOutboxMixin):
             yield session
             session.flush()
         except sqlite3.Error as exc:  # a write failed (disk full, I/O error, ...)
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(f"write failed: {exc}") from exc
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(f"commit failed: {exc}") from exc
 
     def close(self) -> None:

@@ -71,16 +71,23 @@ class SqliteOutboxMixin:
         try:
             yield self._db
         except sqlite3.Error as exc:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(f"outbox: {exc}") from exc
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(f"commit failed: {exc}") from exc
+
+    def _rollback(self) -> None:
+        """Roll back, unless SQLite already has: after a full disk or an I/O error it
+        may roll the transaction back itself, and a ROLLBACK then fails ("no transaction
+        is active"), hiding the error that matters."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def claim_due(
         self,
