@@ -910,6 +910,17 @@ def _cases() -> list[Hl7Case]:
         err_location="MSH^1",
         msa2="nul_byte_in_msh",
     )
+    add(
+        "nul_byte_in_the_charset_field",
+        oru("nul_byte_in_the_charset_field", charset="UNICODE UTF\x008"),
+        ("AR",),
+        "rejected",
+        "er7.decode_text: a NUL byte is 102, with its segment (found by fuzz/fuzz_er7.py: "
+        "the ACK context raised, the connection closed unanswered, nothing stored)",
+        err_code=102,
+        err_location="MSH^1",
+        msa2="nul_byte_in_the_charset_field",
+    )
     trailing = oru("nul_padding_after_the_message")
     add(
         "nul_padding_after_the_message",

@@ -1,21 +1,38 @@
-"""The listeners on the bad inputs the catalogue (tests/bad_inputs/) found answered
-wrongly: FHIR JSON or an HTTP request inside an MLLP frame (was processed as FHIR and
-answered AA), and a FHIR POST asking for an XML answer (was refused with 406 and not
-stored). Real sockets on 127.0.0.1, SQLite on disk."""
+"""The listeners on the bad inputs the catalogue (tests/bad_inputs/) and fuzzing found
+answered wrongly: FHIR JSON or an HTTP request inside an MLLP frame (was processed as
+FHIR and answered AA), a FHIR POST asking for an XML answer (was refused with 406 and
+not stored), and a failure while reading a connection (was silent). Real sockets on
+127.0.0.1, SQLite on disk."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import datetime
 from pathlib import Path
 
 import httpx
+import structlog
 
 from prpgate.core.fhir_request import record_request
 from prpgate.core.mllp import frame
 from prpgate.core.pipeline import Engine
+from prpgate.ingest import Ingested
+from prpgate.listeners.mllp import MllpConfig, MllpListener
+from prpgate.ports import MessageRecord
 from prpgate.store.sqlite import SqliteStore
+from tests.conftest import FixedClock
 from tests.integration.test_fhir_http import FHIR_JSON, observation, outcome, scenario
-from tests.integration.test_mllp import err, harness, message, msa, read_frames, run
+from tests.integration.test_mllp import (
+    READ_TIMEOUT,
+    Events,
+    err,
+    harness,
+    message,
+    msa,
+    read_frames,
+    run,
+)
 
 
 def test_mllp_frame_holding_fhir_json_is_refused_recorded_and_never_processed(
@@ -73,3 +90,44 @@ def test_fhir_http_post_asking_for_xml_is_406_and_stored(engine: Engine, tmp_pat
             assert (row.status, json.loads(row.summary)["http_status"]) == ("rejected", 406)
 
     scenario(tmp_path, engine, body)
+
+
+class BrokenCommitter:
+    """A Committer with a bug: submitting raises something that is not a StoreError."""
+
+    def submit(self, raw: bytes, *, source: str, received_at: datetime) -> asyncio.Future[Ingested]:
+        raise RuntimeError("a bug in the committer")
+
+    def submit_record(self, record: MessageRecord) -> asyncio.Future[int]:
+        raise RuntimeError("a bug in the committer")
+
+
+def test_mllp_reader_failure_is_logged_and_counted_not_silent() -> None:
+    async def go() -> None:
+        events = Events()
+        listener = MllpListener(
+            MllpConfig(host="127.0.0.1", port=0),
+            BrokenCommitter(),
+            clock=FixedClock(),
+            events=events,
+        )
+        await listener.start()
+        try:
+            with structlog.testing.capture_logs() as logs:
+                reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+                writer.write(frame(message("BROKEN1")))
+                closed = await asyncio.wait_for(reader.read(), READ_TIMEOUT)
+                writer.close()
+                for _ in range(100):  # the handler logs as the connection closes
+                    if any(e["event"] == "mllp connection closed" for e in logs):
+                        break
+                    await asyncio.sleep(0.02)
+            assert closed == b""  # nothing could be committed, so nothing is acknowledged
+            failed = [e for e in logs if e["event"] == "mllp reader failed"]
+            assert [(e["log_level"], e["error"]) for e in failed] == [("error", "RuntimeError")]
+            assert "a bug in the committer" not in str(failed)  # the type only
+            assert events.faults["reader"] == 1
+        finally:
+            await listener.stop(5.0)
+
+    run(go())

@@ -11,6 +11,7 @@ import pytest
 
 from prpgate.core import er7
 from prpgate.core.ack import build_ack, read_context
+from prpgate.core.charset import choose_codec, codec_for
 from prpgate.core.fhir_in import read_input
 from prpgate.core.fhir_outcome import http_status, issues_of
 from prpgate.core.fhir_request import JsonProblem, decode_json
@@ -84,6 +85,22 @@ def test_read_context_echoes_msh10_after_a_bom_and_blank_lines(engine: Engine) -
 def test_build_ack_locates_errors_after_a_bom_and_blank_lines(engine: Engine) -> None:
     raw = b"\xef\xbb\xbf\r\n" + _message("BOMNM").replace(b"|7.2|", b"|abc|")
     assert _err2(raw, engine) == "OBX^1^5"
+
+
+def test_codec_for_a_label_with_a_nul_is_unknown_not_an_exception() -> None:
+    assert codec_for("UTF\x008") is None
+    msh = MSH.format("NUL18").encode() + b"||||||UTF\x008"
+    with pytest.raises(ParseError) as caught:
+        choose_codec(msh, None)
+    assert (caught.value.code, caught.value.location) == (103, "MSH-18")
+
+
+def test_read_context_of_a_nul_in_msh18_answers_without_mirroring_it(engine: Engine) -> None:
+    raw = (MSH.format("NUL18") + "||||||UTF\x008\r" + BODY).encode()
+    ctx = read_context(raw)  # raised ValueError before: the frame went unanswered
+    assert (ctx.control_id, ctx.codec, "\x00" in ctx.charset_field) == ("NUL18", "utf-8", False)
+    assert read(raw, engine).ack is AckCode.AR
+    assert _err2(raw, engine) == "MSH^1"
 
 
 # --------------------------------------------------------------------- FHIR

@@ -57,6 +57,7 @@ _LOCATION = re.compile(r"(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<idx>\d+)\])?(?:-(?P<f
 _TRIGGER = re.compile(r"[A-Z0-9]{3}")
 _TRIM = b" \t\r\n\x00\x0b\x1c"
 _BOM = b"\xef\xbb\xbf"
+_NOT_MIRRORED = {0x00: None, 0x0B: None, 0x1C: None}  # NUL and MLLP framing characters
 
 # HL7 table 0357 (message error condition codes)
 _ERROR_TEXT = {
@@ -184,7 +185,8 @@ def read_context(
     The codec is MSH-18's, else the sending facility's override, else UTF-8 (an
     unknown MSH-18 falls back to UTF-8: the ACK is encoded with replacement
     characters rather than not sent). ``enhanced=False`` ignores MSH-15/MSH-16, so
-    every message is answered in original mode.
+    every message is answered in original mode. NUL and MLLP framing characters in
+    the MSH are not mirrored: the ACK stays an HL7 message.
     """
     line = _msh_line(raw)
     codec = "utf-8"
@@ -194,6 +196,8 @@ def read_context(
         except ParseError:
             codec = "utf-8"
     text = line.decode(codec, errors="replace") if line is not None else ""
+    if "\x00" in text or "\x0b" in text or "\x1c" in text:
+        text = text.translate(_NOT_MIRRORED)  # an ACK holding them would not be HL7 text
     fs = text[3:4]
     fields = text.split(fs) if fs else []
     enc = fields[1] if len(fields) > 1 else ""

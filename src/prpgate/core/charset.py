@@ -121,7 +121,7 @@ def codec_for(label: str) -> str | None:
         # a probe both rejects those and proves ASCII compatibility.
         if _ASCII_PROBE.decode(name) != _ASCII_PROBE.decode("ascii"):
             return None
-    except (LookupError, UnicodeDecodeError, TypeError):
+    except (LookupError, ValueError, TypeError):  # ValueError: a NUL in the label, bad bytes
         return None
     return name
 

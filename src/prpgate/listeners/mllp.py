@@ -338,6 +338,10 @@ class MllpListener:
         conn.reader_task = asyncio.create_task(self._read(conn, reader, pending))
         try:
             await asyncio.wait({conn.reader_task})
+            failed = None if conn.reader_task.cancelled() else conn.reader_task.exception()
+            if failed is not None:  # a bug: say so (the type only: no message content)
+                _log.error("mllp reader failed", peer=peer, error=type(failed).__name__)
+                self._events.fault("reader")
             if responder.done():
                 return
             await pending.put(_END)
