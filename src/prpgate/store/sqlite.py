@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -259,7 +260,9 @@ class SqliteStore(SqliteOutboxMixin):
             self._db.execute("PRAGMA busy_timeout=10000")
             migrate_sqlite(self._db, apply=migrate)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+            folder = self.path.parent
+            hint = "" if os.access(folder, os.W_OK) else f" (its folder {folder} is read-only)"
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}{hint}") from exc
         except StoreError:
             self._db.close()
             raise
