@@ -261,7 +261,8 @@ class SqliteStore(SqliteOutboxMixin):
             migrate_sqlite(self._db, apply=migrate)
         except (sqlite3.Error, OSError) as exc:
             folder = self.path.parent
-            hint = "" if os.access(folder, os.W_OK) else f" (its folder {folder} is read-only)"
+            writable = not folder.is_dir() or os.access(folder, os.W_OK)
+            hint = "" if writable else f" (its folder {folder} is read-only)"
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}{hint}") from exc
         except StoreError:
             self._db.close()
