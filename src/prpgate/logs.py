@@ -3,6 +3,10 @@
 The shell logs message-level facts (control id, facility, disposition, counts).
 As a safety net, a processor removes event keys that name patient data and
 masks anything shaped like an HL7 PID segment, unless ``log_phi`` is enabled.
+
+Libraries that log through the standard ``logging`` module (psycopg's pool, uvicorn,
+httpx) go through the same renderer and the same redaction, warnings and errors only:
+their info lines name request URLs, and a URL may carry a patient identifier.
 """
 
 from __future__ import annotations
@@ -62,12 +66,16 @@ def configure_logging(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    renderer: Any
+    if use_json:
+        processors.append(structlog.processors.format_exc_info)  # before redaction: masked
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     if not log_phi:
         processors.append(redact_phi)
-    if use_json:
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
-    else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+    _route_stdlib_logging(processors[1:], renderer, out)
+    processors.append(renderer)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -76,3 +84,19 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+
+
+def _route_stdlib_logging(chain: list[Any], renderer: Any, out: TextIO) -> None:
+    """Render the standard library's warnings and errors like structlog's own lines."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *chain],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    handler.set_name("prpgate")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "prpgate"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)

@@ -30,13 +30,16 @@ RECONNECT_PAUSE = 0.05
 
 
 def ack_of(data: bytes) -> tuple[str, str, str]:
-    """(MSA-1, MSA-2, ERR-3's code) of an ACK, read with python-hl7."""
+    """(MSA-1, MSA-2, the HL7 error code) of an ACK, read with python-hl7: ERR-3 from
+    v2.5 on, ERR-1's fourth component before."""
     msg = hl7.parse(data.decode())
     msa = msg.segment("MSA")
-    try:
-        code = str(msg.segment("ERR")[3][0][0])
-    except KeyError:
-        code = ""
+    code = ""
+    for path in ((3, 1, 1, 1), (1, 1, 4, 1)):
+        try:
+            code = str(msg.extract_field("ERR", 1, *path)) or code
+        except (KeyError, IndexError):
+            continue
     return str(msa[1]), str(msa[2]), code
 
 
@@ -54,6 +57,7 @@ class Sender(threading.Thread):
         self.no_new = threading.Event()  # stop taking new inputs; finish the others
         self.halt = threading.Event()  # give up at once
         self.failures = 0  # connections or requests that broke
+        self.store_failures = 0  # answered "not stored, send again": AR 207, HTTP 503
         self.problems: list[str] = []  # answers that make no sense (asserted empty)
 
     def next_input(self) -> Input | None:
@@ -72,6 +76,16 @@ class Sender(threading.Thread):
             item = self.make(len(self.inputs))
             self.inputs.append(item)
             return item
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # the thread's top: fail the test with it, not a warning
+            self.problems.append(f"{type(exc).__name__}: {exc}")
+            self.halt.set()
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
     def unsettled(self) -> int:
         """Inputs taken but not yet answered for good."""
@@ -104,7 +118,7 @@ class MllpSender(Sender):
         self.window = window
         self.connections = 0
 
-    def run(self) -> None:
+    def _run(self) -> None:
         while not self.halt.is_set():
             if self.no_new.is_set() and self.unsettled() == 0:
                 return
@@ -148,6 +162,7 @@ class MllpSender(Sender):
                 if control != item.key:
                     self.problems.append(f"ACK for {control} where {item.key} was due")
                 if code == "AR" and err == "207":  # the store failed: send again
+                    self.store_failures += 1
                     with self.lock:
                         self.again.append(item)
                     continue
@@ -164,7 +179,7 @@ class FhirSender(Sender):
         super().__init__(name, make, rate)
         self.base = base
 
-    def run(self) -> None:
+    def _run(self) -> None:
         headers = {"Content-Type": "application/fhir+json"}
         with httpx.Client(timeout=IO_TIMEOUT) as client:
             while not self.halt.is_set():
@@ -190,6 +205,7 @@ class FhirSender(Sender):
                     time.sleep(RECONNECT_PAUSE)
                     continue
                 if resp.status_code == 503:  # not committed: send again
+                    self.store_failures += 1
                     with self.lock:
                         self.again.append(item)
                     continue

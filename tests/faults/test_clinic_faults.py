@@ -50,7 +50,9 @@ def worker_log(fault_logs: Path) -> Iterator[Path]:
             yield path
         finally:
             structlog.reset_defaults()
-            logging.getLogger().handlers.clear()
+            root = logging.getLogger()
+            for handler in [h for h in root.handlers if h.get_name() == "prpgate"]:
+                root.removeHandler(handler)
 
 
 @pytest.mark.parametrize("mode", ["client-id", "conditional"])

@@ -15,13 +15,13 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
-import hl7
 import httpx
 import pytest
 from hl7.client import MLLPClient
 
 from tests.conftest import load
 from tests.faults.inputs import cbc_message, observation
+from tests.faults.load import ack_of
 from tests.faults.mounts import fill, read_only, small_tmpfs
 from tests.faults.serve_process import START_TIMEOUT, ServeProcess
 
@@ -29,14 +29,9 @@ IO_TIMEOUT = 15.0
 
 
 def answer(client: MLLPClient, raw: bytes) -> tuple[str, str, str]:
-    """Send one message with python-hl7's client: (MSA-1, MSA-2, ERR-3 code)."""
+    """Send one message with python-hl7's client: (MSA-1, MSA-2, HL7 error code)."""
     ack = client.send_message(raw)
-    msg = hl7.parse((ack if isinstance(ack, bytes) else ack.encode()).decode().strip("\x0b\x1c\r"))
-    try:
-        err = str(msg.segment("ERR")[3][0][0])
-    except KeyError:
-        err = ""
-    return str(msg.segment("MSA")[1]), str(msg.segment("MSA")[2]), err
+    return ack_of((ack if isinstance(ack, bytes) else ack.encode()).strip(b"\x0b\x1c\r"))
 
 
 def post(serve: ServeProcess, raw: bytes, key: str) -> httpx.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,27 @@ def test_settings_errors_name_the_problem(tmp_path: Path) -> None:
     cfg.write_text("no_such_setting = 1\n")
     with pytest.raises(ConfigError, match="no_such_setting"):
         load_settings(cfg)
+
+
+def test_stdlib_library_warnings_are_json_and_redacted_info_stays_out() -> None:
+    stream = io.StringIO()
+    configure_logging(fmt="json", level="debug", stream=stream)
+    try:
+        pool = logging.getLogger("psycopg.pool")
+        pool.warning("error connecting in %r: %s", "prpgate-store", "connection refused")
+        logging.getLogger("uvicorn.error").error("bad input near PID|1||ZQ70003^^^H^MR||X^Y")
+        # httpx names each request URL at info: a patient search would name an MRN
+        logging.getLogger("httpx").info("HTTP Request: GET /Patient?identifier=x|ZQ70003")
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        structlog.reset_defaults()
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if h.get_name() == "prpgate"]:
+            root.removeHandler(handler)
+    assert [(e["logger"], e["level"]) for e in lines] == [
+        ("psycopg.pool", "warning"),
+        ("uvicorn.error", "error"),
+    ]
+    assert lines[0]["event"] == "error connecting in 'prpgate-store': connection refused"
+    assert "timestamp" in lines[0]
+    assert "ZQ70003" not in stream.getvalue()
