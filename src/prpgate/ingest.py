@@ -122,15 +122,19 @@ def ingest(
     *,
     source: str,
     received_at: datetime,
+    reading: Reading | None = None,
 ) -> Ingested:
     """Run one message through the pipeline inside an open store session.
 
     The caller commits the session (and only then acknowledges). A retransmit —
     same (MSH-3, MSH-4, MSH-10) and same content as a committed message — is
     recorded as a duplicate and not processed again; the same key with other
-    content is processed and recorded as a control-id reuse.
+    content is processed and recorded as a control-id reuse. ``reading`` is ``raw``
+    already read (parse and map need no store, so a caller may do them beforehand,
+    off the store's thread); it is read here when None.
     """
-    reading = read(raw, engine)
+    if reading is None:
+        reading = read(raw, engine)
     h = reading.header
     reuse_of: int | None = None
     if h is not None and h.control_id:

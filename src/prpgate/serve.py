@@ -38,7 +38,7 @@ from prometheus_client import (
 )
 
 from prpgate.config import Settings
-from prpgate.core.pipeline import Disposition, Engine
+from prpgate.core.pipeline import Disposition, Engine, Reading, read
 from prpgate.delivery.wiring import open_worker
 from prpgate.engine import build_engine
 from prpgate.errors import ConfigError, StoreConflictError, StoreError
@@ -176,6 +176,7 @@ class _Job:
     source: str = ""
     received_at: datetime | None = None
     record: MessageRecord | None = None
+    reading: Reading | None = None
 
 
 class StoreWriter:
@@ -221,9 +222,15 @@ class StoreWriter:
         self._executor.shutdown(wait=True)
 
     def submit(self, raw: bytes, *, source: str, received_at: datetime) -> asyncio.Future[Ingested]:
-        """Ingest one message in the next batch; resolves after its commit."""
+        """Ingest one message in the next batch; resolves after its commit.
+
+        The message is read (parsed and mapped: no store needed) here, on the caller's
+        thread, while the writer thread commits earlier ones: SQLite releases the GIL
+        while it writes and syncs, so the two overlap.
+        """
         fut: asyncio.Future[Ingested] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Job(fut, raw=raw, source=source, received_at=received_at))
+        reading = read(raw, self._engine) if not self._stopped else None
+        self._enqueue(_Job(fut, raw=raw, source=source, received_at=received_at, reading=reading))
         return fut
 
     def submit_record(self, record: MessageRecord) -> asyncio.Future[int]:
@@ -308,7 +315,12 @@ class StoreWriter:
             return session.add_message(job.record)
         assert job.received_at is not None
         return ingest(
-            session, self._engine, job.raw, source=job.source, received_at=job.received_at
+            session,
+            self._engine,
+            job.raw,
+            source=job.source,
+            received_at=job.received_at,
+            reading=job.reading,
         )
 
 
