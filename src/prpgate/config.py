@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(
         default=4 * 1024 * 1024, gt=0, description="Larger inbound messages are rejected."
     )
+    max_bundle_entries: int = Field(
+        default=1000,
+        gt=0,
+        description="FHIR Bundles with more entries are rejected whole, unread (HTTP 400).",
+    )
     replay_batch: int = Field(
         default=500, gt=0, description="Messages per store transaction during replay."
     )
@@ -80,6 +85,12 @@ class Settings(BaseSettings):
     )
     mllp_max_connections: int = Field(
         default=200, gt=0, description="Open MLLP connections at most; more are refused."
+    )
+    mllp_max_connections_per_peer: int = Field(
+        default=20,
+        gt=0,
+        description="Open MLLP connections at most from one IP address; more are refused "
+        "and logged (raise it for senders behind one NAT or load balancer).",
     )
     mllp_keepalive_idle: int = Field(
         default=60, gt=0, description="TCP keep-alive: seconds idle before the first probe."

@@ -37,6 +37,7 @@ def build_engine(settings: Settings, converter: UnitConverter | None = None) -> 
         assigning_authorities=mappings.assigning_authorities(),
         identifier_system_base=mappings.rules.patient_identifier_system_default,
         max_message_bytes=settings.max_message_bytes,
+        max_bundle_entries=settings.max_bundle_entries,
     )
 
 

@@ -493,6 +493,7 @@ async def serve(
             idle_timeout=settings.mllp_idle_timeout,
             in_flight=settings.mllp_in_flight,
             max_connections=settings.mllp_max_connections,
+            max_connections_per_peer=settings.mllp_max_connections_per_peer,
             keepalive_idle=settings.mllp_keepalive_idle,
             write_timeout=settings.mllp_write_timeout,
             enhanced_acks=settings.mllp_enhanced_acks,

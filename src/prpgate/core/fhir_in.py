@@ -79,11 +79,18 @@ def _key(request: FhirRequest, resource: dict[str, Any], digest: str) -> str:
     return f"sha256:{digest}"
 
 
-def read_input(raw: bytes, *, system_base: str, default_offset: str = "+00:00") -> FhirInput:
+def read_input(
+    raw: bytes,
+    *,
+    system_base: str,
+    default_offset: str = "+00:00",
+    max_entries: int | None = None,
+) -> FhirInput:
     """Read FHIR input (see the module docstring). Never raises.
 
     ``system_base`` scopes identifiers sent without a system (and bare references), as
-    ``identifier_system_base`` does for HL7 v2.
+    ``identifier_system_base`` does for HL7 v2. A Bundle of more than ``max_entries``
+    entries is refused whole, unread.
     """
     request = unwrap(raw)
     value = decode_json(request.body)
@@ -117,6 +124,10 @@ def read_input(raw: bytes, *, system_base: str, default_offset: str = "+00:00") 
     if refusal is not None:
         return refuse(base, refusal)
     if rtype == "Bundle":
+        entries = value.get("entry")
+        if max_entries is not None and isinstance(entries, list) and len(entries) > max_entries:
+            reason = f"the Bundle has {len(entries)} entries; the limit is {max_entries}"
+            return refuse(base, Issue("Bundle.entry", reason, 100, "too-costly"))
         return read_bundle(value, base, system_base, default_offset)
     issues = validate(value, rtype)
     if issues:

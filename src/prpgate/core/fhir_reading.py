@@ -114,6 +114,9 @@ def read_fhir(raw: bytes, engine: Engine) -> Reading:
         found = FhirInput(FhirRequest(b""), content_hash(raw), errors=(too_long,), rejected=True)
         return reading_of(raw, found, engine)
     found = read_input(
-        raw, system_base=engine.identifier_system_base, default_offset=engine.default_offset
+        raw,
+        system_base=engine.identifier_system_base,
+        default_offset=engine.default_offset,
+        max_entries=engine.max_bundle_entries,
     )
     return reading_of(raw, found, engine)

@@ -26,6 +26,7 @@ error 207, so the sender retries.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -106,7 +107,8 @@ class ListenerEvents(Protocol):
         ...
 
     def fault(self, kind: str) -> None:
-        """A framing fault (``FaultKind`` value) or a store failure (``"store"``)."""
+        """A framing fault (``FaultKind`` value), a store failure (``"store"``) or a
+        connection refused over the per-peer limit (``"peer_limit"``)."""
         ...
 
     def acked(self, code: str, seconds: float) -> None:
@@ -146,6 +148,7 @@ class MllpConfig:
     idle_timeout: float = 900.0
     in_flight: int = 32
     max_connections: int = 200
+    max_connections_per_peer: int = 20
     keepalive_idle: int = 60
     write_timeout: float = 30.0
     enhanced_acks: bool = True
@@ -233,6 +236,7 @@ class MllpListener:
         self._events: ListenerEvents = events or NullEvents()
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self._per_peer: collections.Counter[str] = collections.Counter()  # open, by address
         self._handlers: set[asyncio.Task[None]] = set()
         self._ack_prefix = "A" + secrets.token_hex(4).upper()
         self._ack_seq = itertools.count(1)
@@ -328,6 +332,27 @@ class MllpListener:
         if self._closing or len(self._connections) >= self._cfg.max_connections:
             _log.warning("mllp connection refused", peer=peer, open=len(self._connections))
             return
+        host = str(peername[0]) if peername else "unknown"
+        if self._per_peer[host] >= self._cfg.max_connections_per_peer:
+            _log.warning(
+                "mllp connection refused",
+                peer=peer,
+                reason="per-peer limit",
+                open_from_peer=self._per_peer[host],
+            )
+            self._events.fault("peer_limit")
+            return
+        self._per_peer[host] += 1
+        try:
+            await self._serve_admitted(reader, writer, peer)
+        finally:
+            self._per_peer[host] -= 1
+            if not self._per_peer[host]:
+                del self._per_peer[host]
+
+    async def _serve_admitted(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> None:
         self._set_keepalive(writer)
         conn = _Connection(peer=peer, source=f"mllp:{peer}", writer=writer)
         self._connections.add(conn)
