@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,11 @@ class AsgiServer:
         return int(self._socket.getsockname()[1])
 
     @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The TLS context once started (None without TLS)."""
+        return self._config.ssl if self._config.loaded else None
+
+    @property
     def is_serving(self) -> bool:
         """True between start and stop."""
         return self._task is not None and not self._task.done()
@@ -77,6 +83,8 @@ class AsgiServer:
             self._config.load()
         except (OSError, ValueError) as exc:
             raise ConfigError(f"TLS files cannot be loaded: {exc}") from exc
+        if self._config.ssl is not None:  # TLS 1.2 at least, whatever the platform's default
+            self._config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         # proto IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on
         # sockets that say they are TCP, and accepted sockets inherit the listener's
