@@ -54,9 +54,10 @@ class Settings(BaseSettings):
         default=4 * 1024 * 1024, gt=0, description="Larger inbound messages are rejected."
     )
     max_bundle_entries: int = Field(
-        default=1000,
+        default=5000,
         gt=0,
-        description="FHIR Bundles with more entries are rejected whole, unread (HTTP 400).",
+        description="FHIR Bundles with more entries are rejected whole, unread (HTTP 400): "
+        "one input holds the store writer for the time its entries take to read.",
     )
     replay_batch: int = Field(
         default=500, gt=0, description="Messages per store transaction during replay."

@@ -42,7 +42,7 @@ def test_fhir_bundle_at_the_limit_is_read_one_over_is_refused() -> None:
 
 
 def test_fhir_bundle_limit_comes_from_the_engine_and_answers_400(engine: Engine) -> None:
-    assert engine.max_bundle_entries == 1000  # the setting's default
+    assert engine.max_bundle_entries == 5000  # the setting's default
     small = dataclasses.replace(engine, max_bundle_entries=2)
     reading = read_fhir(bundle_of(3), small)
     assert reading.disposition is Disposition.REJECTED

@@ -93,7 +93,7 @@ class Engine:
     identifier_system_base: str = "urn:prpgate:assigning-authority"
     default_offset: str = "+00:00"
     max_message_bytes: int = 4 * 1024 * 1024
-    max_bundle_entries: int = 1000
+    max_bundle_entries: int = 5000
 
 
 @dataclass(frozen=True, slots=True)
