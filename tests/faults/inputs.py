@@ -1,7 +1,7 @@
 """Inputs for the fault suite, made from the team's fixtures so the patients (names, MRNs,
 birth dates) are the fixture patients the log grep looks for.
 
-HL7 v2: every message of the good fixtures in turn (67 messages, 66 patients), in original
+HL7 v2: every message of the good fixtures in turn (67 messages, 64 patients), in original
 mode (MSH-15/16 emptied: AA/AE/AR), each with its own control id and its order numbers
 suffixed, so each is a new result. FHIR: the fixture WBC Observation with its own
 identifier and value, for one of 40 patients whose MRNs extend the fixture's.

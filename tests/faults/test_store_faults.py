@@ -96,6 +96,7 @@ def test_store_disk_full_answers_207_then_recovers(tmp_path: Path, fault_logs: P
         assert stored[key] == Counter({"accepted": 1}), key
 
 
+@pytest.mark.slow
 def test_store_read_only_directory_refused_at_start_then_served(
     tmp_path: Path, fault_logs: Path
 ) -> None:
