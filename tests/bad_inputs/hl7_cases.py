@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["CASES", "LIMIT", "Hl7Case", "good_message"]
 
@@ -185,8 +186,10 @@ def _huge_nte(control: str, size: int) -> bytes:
 def _cases() -> list[Hl7Case]:
     c: list[Hl7Case] = []
 
-    def add(name: str, data: bytes, acks: tuple[str, ...], status: str, why: str, **kw: object):
-        c.append(Hl7Case(name, data, acks, status, why, **kw))  # type: ignore[arg-type]
+    def add(
+        name: str, data: bytes, acks: tuple[str, ...], status: str, why: str, **kw: Any
+    ) -> None:
+        c.append(Hl7Case(name, data, acks, status, why, **kw))
 
     # ------------------------------------------------------------------ framing
     add(

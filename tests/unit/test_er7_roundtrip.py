@@ -102,7 +102,7 @@ def _messages(draw: st.DrawFn) -> Drawn:
     msh += [_EMPTY_FIELD] * (15 - len(msh))
     segments = draw(st.lists(st.tuples(names, st.lists(field, max_size=5)), max_size=4))
     terminator = draw(st.sampled_from(["\r", "\n", "\r\n"]))
-    return Drawn(d, label, msh, segments, terminator)  # type: ignore[arg-type]
+    return Drawn(d, label, msh, segments, terminator)
 
 
 def render_leaf(leaf: Leaf, d: er7.Delimiters, codec: str) -> str:
