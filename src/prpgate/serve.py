@@ -179,6 +179,10 @@ class _Job:
     reading: Reading | None = None
 
 
+# /readyz says "not ready" this long after a failed commit (unless one succeeds meanwhile)
+_UNREADY_AFTER_FAILED_COMMIT = 30.0
+
+
 class StoreWriter:
     """The one owner of the store: group commits on a single worker thread.
 
@@ -204,6 +208,8 @@ class StoreWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prpgate-store")
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        # the last commit that failed, while no commit has succeeded since: (when, why)
+        self.failing: tuple[float, str] | None = None
 
     async def start(self) -> None:
         """Start the writer task."""
@@ -300,11 +306,13 @@ class StoreWriter:
                 time.sleep(0.005 * (conflicts + 1))  # the winner commits meanwhile
                 return self._commit(batch, conflicts + 1)
             _log.error("store commit failed", error=str(exc), kind=type(exc).__name__)
+            self.failing = (time.monotonic(), str(exc))
             if isinstance(exc, StoreError):
                 return [exc]
             err = StoreError(f"could not commit: {type(exc).__name__}: {exc}")
             err.__cause__ = exc
             return [err]
+        self.failing = None
         if self._metrics is not None:
             self._metrics.commit_latency.observe(time.perf_counter() - started)
             self._metrics.batch_size.observe(len(batch))
@@ -515,6 +523,12 @@ async def serve(
         except StoreError as exc:
             detail["store"] = False
             detail["error"] = exc.args[0]
+        failing = writer.failing
+        if failing is not None and time.monotonic() - failing[0] < _UNREADY_AFTER_FAILED_COMMIT:
+            # the store answers reads but the last commit failed (a full disk): not ready
+            # for a while, then ready again to try (no traffic would ever clear it)
+            detail["store"] = False
+            detail["error"] = f"the last commit failed: {failing[1]}"
         serving = detail["mllp"] and detail.get("fhir_http", True)
         return bool(serving and detail["store"]), detail
 

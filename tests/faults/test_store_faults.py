@@ -73,8 +73,10 @@ def test_store_disk_full_answers_207_then_recovers(tmp_path: Path, fault_logs: P
                 full_enhanced = answer(client, enhanced)
                 full_fhir = post(serve, obs.raw, obs.key)
                 metrics = serve.metrics()
+                ready_full = serve.ready()
                 filler.unlink()  # space is back
                 again = [answer(client, m.raw) for m in during]
+                ready_again = serve.ready()
                 again_enhanced = answer(client, enhanced)
                 again_fhir = post(serve, obs.raw, obs.key)
             assert serve.stop() == 0
@@ -86,6 +88,10 @@ def test_store_disk_full_answers_207_then_recovers(tmp_path: Path, fault_logs: P
     assert full_enhanced == ("CE", "PRPFX0002", "207")
     assert (full_fhir.status_code, full_fhir.headers["Retry-After"]) == (503, "1")
     assert 'prpgate_mllp_faults_total{kind="store"} 21.0' in metrics
+    # a load balancer is told: the store answers reads, but the last commit failed
+    assert ready_full[0] == 503
+    assert "the last commit failed" in str(ready_full[1]["error"])
+    assert ready_again[0] == 200  # a commit succeeded since
     log = serve.log.read_text() if serve.log else ""
     assert "database or disk is full" in log  # the clear error, in the log
     # space back: the same messages accepted, each stored once
