@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from prpgate.core.model import Comparator, LabResult, Normalised, Unmapped
+from prpgate.core.model import Coding, Comparator, LabResult, Normalised, Unmapped
 from prpgate.core.rules import Direction, IssueChange, PatientDecisions, Rule, judge
 
 __all__ = ["expand_result", "explain_results", "issue_detail"]
@@ -68,6 +68,34 @@ def _lab_opinion(r: LabResult, met: bool | None) -> str:
     return f"Lab: {lab_range}, {lab_flag}{'; ' + disagreement if disagreement else ''}."
 
 
+# Memos of what a rule pack and a lab repeat: the inputs recorded for a rule, and the
+# text of a codes tuple (the reader hands out one tuple per distinct OBX-3). Keyed by
+# identity, with the object held in the entry so the identity stays its.
+_RULE_INPUTS: dict[int, tuple[Rule, list[str]]] = {}
+_CODE_TEXTS: dict[int, tuple[tuple[Coding, ...], list[str]]] = {}
+_MEMO_LIMIT = 4096
+
+
+def _rule_inputs(rule: Rule) -> list[str]:
+    found = _RULE_INPUTS.get(id(rule))
+    if found is None or found[0] is not rule:
+        found = (rule, [rule.id, rule.direction.value, str(rule.moderate), str(rule.high)])
+        if len(_RULE_INPUTS) >= _MEMO_LIMIT:
+            _RULE_INPUTS.clear()
+        _RULE_INPUTS[id(rule)] = found
+    return found[1]
+
+
+def _code_texts(codes: tuple[Coding, ...]) -> list[str]:
+    found = _CODE_TEXTS.get(id(codes))
+    if found is None or found[0] is not codes:
+        found = (codes, [f"{c.system}^{c.code}^{c.display}" for c in codes])
+        if len(_CODE_TEXTS) >= _MEMO_LIMIT:
+            _CODE_TEXTS.clear()
+        _CODE_TEXTS[id(codes)] = found
+    return list(found[1])
+
+
 def explain_results(
     items: Sequence[Normalised | Unmapped], d: PatientDecisions
 ) -> list[dict[str, Any]]:
@@ -80,19 +108,19 @@ def explain_results(
     """
     applied: dict[str, list[list[str]]] = {}
     for key, j in d.judgements:
-        rule = j.rule
-        applied.setdefault(key, []).append(
-            [rule.id, rule.direction.value, str(rule.moderate), str(rule.high)]
-        )
+        applied.setdefault(key, []).append(_rule_inputs(j.rule))
     out: list[dict[str, Any]] = []
     for item in items:
         r = item.result
+        key = r.key.text
+        status = r.status
+        # status._value_: Enum.value is a descriptor call; the hot path reads the attribute
         record: dict[str, Any] = {
             "kind": "result",
             "source": r.source,
-            "result": r.key.text,
-            "code": [f"{c.system}^{c.code}^{c.display}" for c in r.codes],
-            "status": r.status.value,
+            "result": key,
+            "code": _code_texts(r.codes),
+            "status": status._value_,
             "sent": f"{r.comparator_text}{r.value_text}",
             "sent_unit": r.unit_text,
             "reference_range": r.reference_range,
@@ -102,12 +130,12 @@ def explain_results(
         if isinstance(item, Normalised):
             record["analyte"] = item.analyte
             record["value"] = str(item.value)
-            record["comparator"] = item.comparator.value if item.comparator else None
+            record["comparator"] = item.comparator._value_ if item.comparator else None
             record["unit"] = item.unit
             record["ucum"] = item.ucum
             record["factor"] = str(item.factor)
-            if r.status.is_deciding:
-                record["rules"] = applied.get(r.key.text, [])
+            if status.is_deciding:
+                record["rules"] = applied.get(key, [])
         else:
             record["analyte"] = item.analyte or None
             record["unmapped"] = item.reason.value
