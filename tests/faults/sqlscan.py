@@ -1,8 +1,9 @@
 """Where SQL text comes from, read from the store's source (``ast``): every statement a
 store module runs (``execute``, ``executemany``, ``executescript``) must be built from
 constants only — literals, module and class constants, placeholder lists (``"?" * n``,
-``",".join(...)`` of those), conditionals between them, and counters — so values reach
-the database only as parameters.
+``",".join(...)`` of those), text methods of those with such arguments (``.replace("?",
+"%s")``), conditionals between them, and counters — so values reach the database only as
+parameters.
 
 A local variable is as safe as everything assigned or appended to it; a function
 parameter as safe as what every call in the module passes; ``self.<attr>`` as safe as
@@ -33,7 +34,7 @@ SQL_WORDS = re.compile(
 )
 CONSTANT_NAME = re.compile(r"^_?[A-Z][A-Z0-9_]*$")
 MARKER = re.compile(r"#\s*noqa:\s*S608\s*-\s*\S")
-_TEXT_METHODS = frozenset({"join", "format", "encode", "strip", "upper", "lower"})
+_TEXT_METHODS = frozenset({"join", "format", "encode", "strip", "upper", "lower", "replace"})
 
 
 @dataclass(frozen=True)

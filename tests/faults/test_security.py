@@ -302,6 +302,7 @@ def test_security_every_store_statement_is_built_from_constants() -> None:
         "where = []\n    where.append(f\"control_id='{control}'\")\n"
         '    db.execute("SELECT raw FROM messages WHERE " + " AND ".join(where))',
         'run(db, f"DELETE FROM outbox WHERE id={message_id}")',
+        'db.execute("SELECT raw FROM messages WHERE id=?".replace("?", str(message_id)))',
         'marks = ",".join("?" * message_id)\n'
         '    db.execute(f"SELECT raw FROM messages WHERE id IN ({marks})", ())',
     ],
@@ -350,5 +351,10 @@ class Store:
             f"UPDATE outbox SET {assignments} WHERE id=?",  # noqa: S608 - literals of this module
             (oid,),
         )
+
+
+class Qmark:
+    def execute(self, sql, params):
+        return self.conn.execute(sql.replace("?", "%s"), params)
 """
     assert scan_source("example.py", source) == []

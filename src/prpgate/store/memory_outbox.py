@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from prpgate.ports import Delivery, OutboxEntry, OutboxState, OutboxStats
-from prpgate.store.sqlite_outbox import utc_text
+from prpgate.store.sql_outbox import utc_text
 
 __all__ = ["MemoryOutbox"]
 
@@ -119,6 +120,14 @@ class MemoryOutbox:
             return None
         return r
 
+    def _mark(self, delivery: Delivery, *, attempts: int, **changes: Any) -> bool:
+        """Count the attempts and change a row this claim still holds; False when stale."""
+        r = self._held(delivery)
+        if r is None:
+            return False
+        r.entry = replace(r.entry, attempts=r.entry.attempts + attempts, **changes)
+        return True
+
     def mark_delivered(
         self,
         delivery: Delivery,
@@ -130,14 +139,11 @@ class MemoryOutbox:
         server_version: str,
     ) -> bool:
         """Record a delivery; False when the claim was stale."""
-        r = self._held(delivery)
-        if r is None:
-            return False
         stamp = utc_text(now)
-        r.entry = replace(
-            r.entry,
+        return self._mark(
+            delivery,
+            attempts=attempts,
             state="delivered",
-            attempts=r.entry.attempts + attempts,
             last_attempt_at=stamp,
             delivered_at=stamp,
             last_status=status,
@@ -147,7 +153,6 @@ class MemoryOutbox:
             server_version=server_version,
             next_attempt_at="",
         )
-        return True
 
     def mark_retry(
         self,
@@ -161,20 +166,16 @@ class MemoryOutbox:
         outcome: str,
     ) -> bool:
         """Put a row back to wait until ``next_attempt_at``; False when the claim was stale."""
-        r = self._held(delivery)
-        if r is None:
-            return False
-        r.entry = replace(
-            r.entry,
+        return self._mark(
+            delivery,
+            attempts=attempts,
             state="retry",
-            attempts=r.entry.attempts + attempts,
             last_attempt_at=utc_text(now),
             next_attempt_at=utc_text(next_attempt_at),
             last_status=status,
             last_error=error,
             outcome=outcome,
         )
-        return True
 
     def mark_dead(
         self,
@@ -187,20 +188,16 @@ class MemoryOutbox:
         outcome: str,
     ) -> bool:
         """Park a row as a dead letter; False when the claim was stale."""
-        r = self._held(delivery)
-        if r is None:
-            return False
-        r.entry = replace(
-            r.entry,
+        return self._mark(
+            delivery,
+            attempts=attempts,
             state="dead",
-            attempts=r.entry.attempts + attempts,
             last_attempt_at=utc_text(now),
             next_attempt_at="",
             last_status=status,
             last_error=error,
             outcome=outcome,
         )
-        return True
 
     def release(self, delivery: Delivery) -> None:
         """Hand an unattempted claimed row back, due at once."""

@@ -1,4 +1,6 @@
-"""The outbox side of PostgresStore: claims with ``FOR UPDATE SKIP LOCKED``, leases, marks.
+"""The outbox side of PostgresStore that is PostgreSQL's own: claims with ``FOR UPDATE SKIP
+LOCKED``, dead letters locked for a retry, depth statistics in one round trip. Marks,
+listings, retries and purges are the statements both SQL stores share (``SqlOutbox``).
 
 Workers of several instances claim from one table at once. A claim selects due rows in
 id order and locks them, skipping rows another worker's claim has locked; the NOT EXISTS
@@ -13,7 +15,7 @@ order, and ``''`` sorts first and means "due now".
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,18 +24,14 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool
 
-from prpgate.ports import Delivery, OutboxEntry, OutboxState, OutboxStats
+from prpgate.ports import Delivery, OutboxStats
 from prpgate.store.postgres_errors import translated
-from prpgate.store.sqlite_outbox import utc_text
+from prpgate.store.sql_access import SqlConnection
+from prpgate.store.sql_outbox import SqlOutbox, utc_text
 
 __all__ = ["PostgresOutboxMixin"]
 
 _ACTIVE = "('pending', 'retry', 'inflight')"
-_ENTRY_COLS = (
-    "id, identifier, kind, patient_key, version, message_id, state, attempts,"
-    " next_attempt_at, last_attempt_at, delivered_at, last_status, last_error, outcome,"
-    " server_id, server_version, resource"
-)
 _CLAIM = (
     "SELECT o.id, o.identifier, o.kind, o.patient_key, o.version, o.resource, o.attempts,"  # noqa: S608 - fixed state list
     " o.claim + 1 AS claim, m.received_at FROM outbox o JOIN messages m ON m.id = o.message_id"
@@ -45,8 +43,9 @@ _CLAIM = (
 )
 
 
-class PostgresOutboxMixin:
-    """Outbox methods of the OutboxStore port over PostgresStore's pool."""
+class PostgresOutboxMixin(SqlOutbox):
+    """The outbox methods of the OutboxStore port that are PostgreSQL's own, over
+    PostgresStore's pool."""
 
     _pool: ConnectionPool[psycopg.Connection[Any]]
 
@@ -81,165 +80,20 @@ class PostgresOutboxMixin:
                 )
         return chosen
 
-    def _mark(self, delivery: Delivery, assignments: str, args: tuple[object, ...]) -> bool:
-        with translated("outbox mark"), self._connection() as conn:
-            cur = conn.execute(
-                f"UPDATE outbox SET {assignments}"  # noqa: S608 - assignments are literals of this module
-                " WHERE id=%s AND claim=%s AND state='inflight'",
-                (*args, delivery.id, delivery.claim),
-            )
-            return cur.rowcount == 1
-
-    def mark_delivered(
-        self,
-        delivery: Delivery,
-        *,
-        now: datetime,
-        attempts: int,
-        status: int,
-        server_id: str,
-        server_version: str,
-    ) -> bool:
-        """Record a delivery; False when the claim was stale (nothing changed)."""
-        stamp = utc_text(now)
-        return self._mark(
-            delivery,
-            "state='delivered', attempts=attempts+%s, last_attempt_at=%s, delivered_at=%s,"
-            " last_status=%s, last_error='', outcome='', server_id=%s, server_version=%s,"
-            " next_attempt_at=''",
-            (attempts, stamp, stamp, status, server_id, server_version),
-        )
-
-    def mark_retry(
-        self,
-        delivery: Delivery,
-        *,
-        now: datetime,
-        next_attempt_at: datetime,
-        attempts: int,
-        status: int | None,
-        error: str,
-        outcome: str,
-    ) -> bool:
-        """Put a row back to wait until ``next_attempt_at``; False when the claim was stale."""
-        return self._mark(
-            delivery,
-            "state='retry', attempts=attempts+%s, last_attempt_at=%s, next_attempt_at=%s,"
-            " last_status=%s, last_error=%s, outcome=%s",
-            (attempts, utc_text(now), utc_text(next_attempt_at), status, error, outcome),
-        )
-
-    def mark_dead(
-        self,
-        delivery: Delivery,
-        *,
-        now: datetime,
-        attempts: int,
-        status: int | None,
-        error: str,
-        outcome: str,
-    ) -> bool:
-        """Park a row as a dead letter with the reason and the server's OperationOutcome."""
-        return self._mark(
-            delivery,
-            "state='dead', attempts=attempts+%s, last_attempt_at=%s, next_attempt_at='',"
-            " last_status=%s, last_error=%s, outcome=%s",
-            (attempts, utc_text(now), status, error, outcome),
-        )
-
-    def release(self, delivery: Delivery) -> None:
-        """Hand an unattempted claimed row back, due at once."""
-        self._mark(
-            delivery,
-            "state=CASE WHEN attempts=0 THEN 'pending' ELSE 'retry' END, next_attempt_at=''",
-            (),
-        )
-
-    def list_outbox(
-        self,
-        *,
-        state: str | None = None,
-        patient_key: str | None = None,
-        limit: int = 50,
-    ) -> list[OutboxEntry]:
-        """Outbox rows, newest first, filtered by state or patient."""
-        where: list[str] = []
-        args: list[object] = []
-        if state:
-            where.append("state=%s")
-            args.append(state)
-        if patient_key:
-            where.append("patient_key=%s")
-            args.append(patient_key)
-        sql = f"SELECT {_ENTRY_COLS} FROM outbox"  # noqa: S608 - fixed column list
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT %s"
-        args.append(limit)
-        return self._entries(sql, args)
-
-    def get_outbox(self, outbox_id: int) -> OutboxEntry | None:
-        """One outbox row with its delivery record."""
-        found = self._entries(
-            f"SELECT {_ENTRY_COLS} FROM outbox WHERE id=%s",  # noqa: S608 - fixed column list
-            [outbox_id],
-        )
-        return found[0] if found else None
-
-    def _entries(self, sql: str, args: list[object]) -> list[OutboxEntry]:
-        with (
-            translated("outbox"),
-            self._connection() as conn,
-            conn.cursor(row_factory=class_row(OutboxEntry)) as cur,
-        ):
-            return cur.execute(sql.encode(), args).fetchall()
-
-    def retry_outbox(self, ids: Collection[int], *, now: datetime, all_dead: bool = False) -> int:
-        """Make dead letters (these ids, or every one) due again; returns how many.
-
-        A dead letter whose resource has a later version delivered or waiting is
-        marked ``superseded`` instead, so an old state never overwrites a newer one.
-        """
-        del now  # due at once: '' sorts before every time
-        with translated("outbox retry"), self._connection() as conn, conn.transaction():
-            if all_dead:
-                rows = conn.execute(
-                    "SELECT id, identifier, version FROM outbox WHERE state='dead'"
-                    " ORDER BY id FOR UPDATE"
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT id, identifier, version FROM outbox WHERE state='dead'"
-                    " AND id = ANY(%s) ORDER BY id FOR UPDATE",
-                    (list(ids),),
-                ).fetchall()
-            retried = 0
-            for oid, identifier, version in rows:
-                newer = conn.execute(
-                    "SELECT 1 FROM outbox WHERE identifier=%s AND version>%s AND state IN"
-                    " ('pending', 'retry', 'inflight', 'delivered') LIMIT 1",
-                    (identifier, version),
-                ).fetchone()
-                if newer:
-                    conn.execute(
-                        "UPDATE outbox SET state=%s WHERE id=%s",
-                        (OutboxState.SUPERSEDED.value, oid),
-                    )
-                    continue
-                conn.execute(
-                    "UPDATE outbox SET state='retry', next_attempt_at='' WHERE id=%s", (oid,)
-                )
-                retried += 1
-        return retried
-
-    def purge_delivered(self, before: datetime) -> int:
-        """Delete delivered rows whose delivery is older than ``before``; returns how many."""
-        with translated("outbox purge"), self._connection() as conn:
-            cur = conn.execute(
-                "DELETE FROM outbox WHERE state='delivered' AND delivered_at < %s",
-                (utc_text(before),),
-            )
-            return cur.rowcount
+    def _dead_letters(
+        self, db: SqlConnection, ids: Collection[int], *, all_dead: bool
+    ) -> Sequence[Any]:
+        # db is the shared statements' connection: ? placeholders
+        if all_dead:
+            return db.execute(
+                "SELECT id, identifier, version FROM outbox WHERE state='dead'"
+                " ORDER BY id FOR UPDATE"
+            ).fetchall()
+        return db.execute(
+            "SELECT id, identifier, version FROM outbox WHERE state='dead'"
+            " AND id = ANY(?) ORDER BY id FOR UPDATE",
+            (list(ids),),
+        ).fetchall()
 
     def outbox_stats(self, *, include_done: bool = True) -> OutboxStats:
         """Depth per state and the arrival time of the oldest undelivered row.

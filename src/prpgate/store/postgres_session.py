@@ -29,17 +29,16 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from decimal import Decimal
 from typing import Any
 
 import psycopg
 
-from prpgate.core.model import Comparator, ResultStatus
 from prpgate.core.pipeline import Outcome
-from prpgate.core.state import OutputKind, PatientState, StoredOutput, StoredResult
+from prpgate.core.state import PatientState
 from prpgate.errors import StoreConflictError
 from prpgate.ports import MessageRecord, PriorMessage
 from prpgate.store.postgres_errors import translated
+from prpgate.store.rows import message_values, stored_outputs, stored_results
 
 __all__ = ["PATIENT_LOCKS", "PostgresSession", "patient_lock"]
 
@@ -166,21 +165,7 @@ class PostgresSession:
             row = self._conn.execute(
                 _INSERT_TRYING if self._held else _INSERT_WAITING,
                 (
-                    record.received_at,
-                    record.source,
-                    record.sending_application,
-                    record.sending_facility,
-                    record.control_id,
-                    record.content_hash,
-                    record.message_type,
-                    record.version,
-                    record.status,
-                    record.ack_code,
-                    record.errors,
-                    record.summary,
-                    record.duplicate_of,
-                    record.reuse_of,
-                    record.raw,
+                    *message_values(record),
                     PATIENT_LOCKS,
                     locks,
                     kinds,
@@ -210,35 +195,7 @@ class PostgresSession:
             ).fetchone()
         rows: list[list[Any]] = (row[0] if row else None) or []
         out_rows: list[list[Any]] = (row[1] if row else None) or []
-        results = tuple(
-            StoredResult(
-                key=r[0],
-                patient_key=r[1],
-                analyte=r[2],
-                value=Decimal(str(r[3])),
-                comparator=Comparator(r[4]) if r[4] else None,
-                effective=r[5],
-                effective_sort=r[6],
-                seq=int(r[7]),
-                status=ResultStatus(r[8]),
-                source=r[9],
-            )
-            for r in rows
-        )
-        outputs = tuple(
-            StoredOutput(
-                identifier=r[0],
-                kind=OutputKind(r[1]),
-                patient_key=r[2],
-                rule=r[3],
-                result_key=r[4],
-                status=r[5],
-                resource=r[6],
-                version=int(r[7]),
-            )
-            for r in out_rows
-        )
-        return PatientState(patient_key, results, outputs)
+        return PatientState(patient_key, stored_results(rows), stored_outputs(out_rows))
 
     def apply(self, message_id: int, outcome: Outcome) -> None:
         """Write an outcome: result versions, outputs, outbox rows, explanation (queued in

@@ -9,22 +9,20 @@ funnel writes through one writer).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from decimal import Decimal
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
 
 from prpgate.core.json_text import compact
-from prpgate.core.model import Comparator, ResultStatus
 from prpgate.core.pipeline import Outcome
-from prpgate.core.state import OutputKind, PatientState, StoredOutput, StoredResult
+from prpgate.core.state import PatientState
 from prpgate.errors import StoreError
-from prpgate.ports import MessageRecord, MessageRow, OutboxRow, OutputRow, PriorMessage
+from prpgate.ports import MessageRecord, PriorMessage
 from prpgate.store.migrations import SCHEMA_VERSION, migrate_sqlite
+from prpgate.store.rows import message_values, stored_outputs, stored_results
+from prpgate.store.sql_reads import SqlReads
 from prpgate.store.sqlite_outbox import SqliteOutboxMixin
 
 __all__ = ["SCHEMA_VERSION", "SqliteSession", "SqliteStore", "patient_hash"]
@@ -78,23 +76,7 @@ class SqliteSession:
             "INSERT INTO messages (received_at, source, sending_application, sending_facility,"
             " control_id, content_hash, message_type, version, status, ack_code, errors, summary,"
             " duplicate_of, reuse_of, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                record.received_at,
-                record.source,
-                record.sending_application,
-                record.sending_facility,
-                record.control_id,
-                record.content_hash,
-                record.message_type,
-                record.version,
-                record.status,
-                record.ack_code,
-                record.errors,
-                record.summary,
-                record.duplicate_of,
-                record.reuse_of,
-                record.raw,
-            ),
+            message_values(record),
         )
         mid = cur.lastrowid
         assert mid is not None
@@ -120,41 +102,13 @@ class SqliteSession:
             f" AND (analyte IN ({a_marks}) OR result_key IN ({k_marks}))",
             (patient_key, *analytes, *result_keys),
         ).fetchall()
-        results = tuple(
-            StoredResult(
-                key=str(r[0]),
-                patient_key=str(r[1]),
-                analyte=str(r[2]),
-                value=Decimal(str(r[3])),
-                comparator=Comparator(r[4]) if r[4] else None,
-                effective=str(r[5]),
-                effective_sort=str(r[6]),
-                seq=int(str(r[7])),
-                status=ResultStatus(r[8]),
-                source=str(r[9]),
-            )
-            for r in rows
-        )
         out_rows = self._db.execute(
             "SELECT identifier, kind, patient_key, rule, result_key, status, resource, version"  # noqa: S608 - only ? placeholders are interpolated
             " FROM outputs WHERE patient_key=?"
             f" AND (kind='Flag' OR result_key IN ({k_marks}))",
             (patient_key, *result_keys),
         ).fetchall()
-        outputs = tuple(
-            StoredOutput(
-                identifier=str(r[0]),
-                kind=OutputKind(r[1]),
-                patient_key=str(r[2]),
-                rule=str(r[3]),
-                result_key=str(r[4]),
-                status=str(r[5]),
-                resource=str(r[6]),
-                version=int(str(r[7])),
-            )
-            for r in out_rows
-        )
-        return PatientState(patient_key, results, outputs)
+        return PatientState(patient_key, stored_results(rows), stored_outputs(out_rows))
 
     def apply(self, message_id: int, outcome: Outcome) -> None:
         """Write an outcome: result versions, outputs, outbox rows, explanation."""
@@ -238,7 +192,7 @@ class SqliteSession:
             self._db.execute(f"RELEASE SAVEPOINT {name}")
 
 
-class SqliteStore(SqliteOutboxMixin):
+class SqliteStore(SqliteOutboxMixin, SqlReads):
     """The embedded store: one SQLite file in WAL mode with durable commits.
 
     ``durable=False`` (synchronous=NORMAL) trades the last commits on power loss
@@ -295,146 +249,23 @@ class SqliteStore(SqliteOutboxMixin):
         """Close the connection."""
         self._db.close()
 
+    # --- connections for the statements both SQL stores share (SqlAccess) -----
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._db
+        except sqlite3.Error as exc:
+            raise StoreError(f"{what}: {exc}") from exc
+
+    def _transaction(self, what: str) -> AbstractContextManager[sqlite3.Connection]:
+        """A BEGIN IMMEDIATE transaction (``_outbox_tx``): its failures read ``outbox: ...``
+        whatever ``what`` names, as they always have on SQLite."""
+        return self._outbox_tx()
+
+    _writing = _transaction  # one statement is a transaction of its own too
+
     # --- reads -------------------------------------------------------------
-
-    _MSG_COLS = (
-        "id, received_at, source, sending_application, sending_facility, control_id,"
-        " message_type, version, status, ack_code, errors, summary, duplicate_of, reuse_of, raw"
-    )
-
-    @staticmethod
-    def _message(r: tuple[object, ...]) -> MessageRow:
-        return MessageRow(
-            id=int(str(r[0])),
-            received_at=str(r[1]),
-            source=str(r[2]),
-            sending_application=str(r[3]),
-            sending_facility=str(r[4]),
-            control_id=str(r[5]),
-            message_type=str(r[6]),
-            version=str(r[7]),
-            status=str(r[8]),
-            ack_code=str(r[9]),
-            errors=str(r[10]),
-            summary=str(r[11]),
-            duplicate_of=int(str(r[12])) if r[12] is not None else None,
-            reuse_of=int(str(r[13])) if r[13] is not None else None,
-            raw=bytes(r[14]) if isinstance(r[14], bytes | bytearray | memoryview) else b"",
-        )
-
-    def list_messages(
-        self,
-        *,
-        limit: int = 50,
-        status: str | None = None,
-        control_id: str | None = None,
-        patient_hash: str | None = None,
-    ) -> list[MessageRow]:
-        """Newest first, filtered by indexed keys."""
-        where: list[str] = []
-        args: list[object] = []
-        if status:
-            where.append("status=?")
-            args.append(status)
-        if control_id:
-            where.append("control_id=?")
-            args.append(control_id)
-        if patient_hash:
-            where.append(
-                "id IN (SELECT message_id FROM message_keys WHERE kind='patient' AND value=?)"
-            )
-            args.append(patient_hash)
-        sql = f"SELECT {self._MSG_COLS} FROM messages"  # noqa: S608 - fixed column list
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(limit)
-        return [self._message(r) for r in self._db.execute(sql, args)]
-
-    def get_message(self, message_id: int) -> MessageRow | None:
-        """One message with its raw bytes."""
-        r = self._db.execute(
-            f"SELECT {self._MSG_COLS} FROM messages WHERE id=?",  # noqa: S608 - fixed columns
-            (message_id,),
-        ).fetchone()
-        return self._message(r) if r else None
-
-    def explanation(self, message_id: int) -> list[dict[str, Any]]:
-        """The explanation records of a message, in order (empty when it decided nothing)."""
-        row = self._db.execute(
-            "SELECT records FROM explanations WHERE message_id=?", (message_id,)
-        ).fetchone()
-        records: list[dict[str, Any]] = json.loads(row[0]) if row else []
-        return records
-
-    def outputs(
-        self, *, patient_key: str | None = None, message_id: int | None = None
-    ) -> list[OutputRow]:
-        """Current outputs, by patient or by the message that last changed them."""
-        sql = (
-            "SELECT identifier, kind, patient_key, rule, result_key, status, version,"
-            " message_id, resource FROM outputs"
-        )
-        args: list[object] = []
-        if patient_key is not None:
-            sql += " WHERE patient_key=?"
-            args.append(patient_key)
-        elif message_id is not None:
-            sql += " WHERE message_id=?"
-            args.append(message_id)
-        sql += " ORDER BY kind, rule, identifier"
-        return [
-            OutputRow(
-                str(r[0]),
-                str(r[1]),
-                str(r[2]),
-                str(r[3]),
-                str(r[4]),
-                str(r[5]),
-                int(r[6]),
-                int(r[7]),
-                str(r[8]),
-            )
-            for r in self._db.execute(sql, args)
-        ]
-
-    def outbox(self, *, message_id: int | None = None, limit: int = 1000) -> list[OutboxRow]:
-        """Outbox rows in order, optionally of one message."""
-        sql = (
-            "SELECT id, identifier, kind, patient_key, version, message_id, state, attempts,"
-            " resource FROM outbox"
-        )
-        args: list[object] = []
-        if message_id is not None:
-            sql += " WHERE message_id=?"
-            args.append(message_id)
-        sql += " ORDER BY id LIMIT ?"
-        args.append(limit)
-        return [self._outbox(r) for r in self._db.execute(sql, args)]
-
-    @staticmethod
-    def _outbox(r: tuple[object, ...]) -> OutboxRow:
-        return OutboxRow(
-            int(str(r[0])),
-            str(r[1]),
-            str(r[2]),
-            str(r[3]),
-            int(str(r[4])),
-            int(str(r[5])),
-            str(r[6]),
-            int(str(r[7])),
-            str(r[8]),
-        )
-
-    def iter_outbox(self, after_id: int = 0) -> Iterator[OutboxRow]:
-        """Every outbox row after an id, in order."""
-        cur = self._db.execute(
-            "SELECT id, identifier, kind, patient_key, version, message_id, state, attempts,"
-            " resource FROM outbox WHERE id>? ORDER BY id",
-            (after_id,),
-        )
-        for r in cur:
-            yield self._outbox(r)
 
     def patient_keys(self, value: str) -> list[str]:
         """Patient keys whose identifier value is ``value`` (from results and outputs)."""
