@@ -14,25 +14,21 @@ from typing import Any
 from prpgate.core.fhir_observation import ObservationContext, read_observation
 from prpgate.core.fhir_subject import SubjectContext
 from prpgate.core.fhir_validate import Issue, validate, validate_entry
-from prpgate.core.fhir_verdicts import EntryKind, EntryVerdict, FhirInput, refuse, with_entries
+from prpgate.core.fhir_verdicts import (
+    EntryKind,
+    EntryVerdict,
+    FhirInput,
+    input_with,
+    refuse,
+    with_entries,
+)
+from prpgate.core.json_shape import as_dict, as_list, as_str
 from prpgate.core.model import LabResult, Patient
 
 __all__ = ["HTTP_BUNDLE_TYPES", "ResourceReader", "read_bundle"]
 
 HTTP_BUNDLE_TYPES = ("transaction", "batch")
 _WRITES = ("POST", "PUT")
-
-
-def _as_dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _as_list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: object) -> str:
-    return value if isinstance(value, str) else ""
 
 
 @dataclass(slots=True)
@@ -66,10 +62,10 @@ class ResourceReader:
         outer_contained: dict[str, dict[str, Any]],
     ) -> tuple[int, Issue | None]:
         contained = dict(outer_contained)
-        for c in _as_list(obs.get("contained")):
-            c = _as_dict(c)
-            if _str(c.get("id")):
-                contained[_str(c["id"])] = c
+        for c in as_list(obs.get("contained")):
+            c = as_dict(c)
+            if as_str(c.get("id")):
+                contained[as_str(c["id"])] = c
         ctx = ObservationContext(
             where=where,
             full_url=full_url,
@@ -107,15 +103,15 @@ class ResourceReader:
         that are neither contained nor in the Bundle are reported."""
         contained: dict[str, dict[str, Any]] = {}
         position: dict[str, int] = {}
-        for k, c in enumerate(_as_dict(x) for x in _as_list(report.get("contained"))):
-            if _str(c.get("id")):
-                contained.setdefault(_str(c["id"]), c)
-                position.setdefault(_str(c["id"]), k)
+        for k, c in enumerate(as_dict(x) for x in as_list(report.get("contained"))):
+            if as_str(c.get("id")):
+                contained.setdefault(as_str(c["id"]), c)
+                position.setdefault(as_str(c["id"]), k)
         lent = _lend(report)
         count = 0
         problems: list[Issue] = []
-        for j, ref in enumerate(_as_list(report.get("result"))):
-            target = _str(_as_dict(ref).get("reference"))
+        for j, ref in enumerate(as_list(report.get("result"))):
+            target = as_str(as_dict(ref).get("reference"))
             if target.startswith("#"):
                 obs = contained.get(target[1:])
                 if obs is None or obs.get("resourceType") != "Observation":
@@ -155,17 +151,11 @@ class ResourceReader:
         else:
             for v in (*bad, *failed):
                 warnings.extend(f"{i.location}: {i.reason} (entry not processed)" for i in v.issues)
-        return FhirInput(
-            request=base.request,
-            content_hash=base.content_hash,
-            resource_type=base.resource_type,
-            bundle_type=base.bundle_type,
-            key=base.key,
-            facility=base.facility,
+        return input_with(
+            base,
             results=tuple(self.results),
             patients=tuple(self.patients.values()),
             errors=errors,
-            rejected=False,
             warnings=tuple(warnings),
             entries=verdicts,
         )
@@ -173,15 +163,15 @@ class ResourceReader:
 
 def _lend(report: dict[str, Any]) -> _Lent:
     codes = [
-        _str(_as_dict(c).get("code"))
-        for c in _as_list(_as_dict(report.get("code")).get("coding"))
-        if _str(_as_dict(c).get("code"))
+        as_str(as_dict(c).get("code"))
+        for c in as_list(as_dict(report.get("code")).get("coding"))
+        if as_str(as_dict(c).get("code"))
     ]
-    effective = _str(report.get("effectiveDateTime")) or _str(
-        _as_dict(report.get("effectivePeriod")).get("start")
+    effective = as_str(report.get("effectiveDateTime")) or as_str(
+        as_dict(report.get("effectivePeriod")).get("start")
     )
     return _Lent(
-        codes[0] if codes else "", report.get("subject"), effective or _str(report.get("issued"))
+        codes[0] if codes else "", report.get("subject"), effective or as_str(report.get("issued"))
     )
 
 
@@ -198,7 +188,7 @@ def _entry_of(ref: str, full_urls: dict[str, int]) -> int | None:
 def read_bundle(
     bundle: dict[str, Any], base: FhirInput, system_base: str, default_offset: str
 ) -> FhirInput:
-    entries = _as_list(bundle.get("entry"))
+    entries = as_list(bundle.get("entry"))
     if "entry" in bundle and not isinstance(bundle["entry"], list):
         return refuse(base, Issue("Bundle.entry", "Bundle.entry must be a list", 100, "structure"))
     issues = validate({k: v for k, v in bundle.items() if k != "entry"}, "Bundle")
@@ -207,12 +197,12 @@ def read_bundle(
     index: dict[str, dict[str, Any]] = {}
     positions: dict[str, int] = {}
     for i, e in enumerate(entries):
-        res = _as_dict(_as_dict(e).get("resource"))
+        res = as_dict(as_dict(e).get("resource"))
         if not res:
             continue
-        url = _str(e.get("fullUrl"))
+        url = as_str(e.get("fullUrl"))
         keys = [url] if url else []
-        if _str(res.get("resourceType")) and _str(res.get("id")):
+        if as_str(res.get("resourceType")) and as_str(res.get("id")):
             keys.append(f"{res['resourceType']}/{res['id']}")
         for k in keys:
             index.setdefault(k, res)
@@ -224,15 +214,15 @@ def read_bundle(
     valid: dict[int, dict[str, Any]] = {}
     for i, e in enumerate(entries):
         where = f"Bundle.entry[{i}]"
-        res = _as_dict(_as_dict(e).get("resource"))
-        rtype = _str(res.get("resourceType"))
+        res = as_dict(as_dict(e).get("resource"))
+        rtype = as_str(res.get("resourceType"))
         shape = validate_entry(
             {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e, where
         )
         if shape:
             reader.verdicts.append(EntryVerdict(i, rtype, EntryKind.INVALID, tuple(shape)))
             continue
-        method = _str(_as_dict(_as_dict(e).get("request")).get("method"))
+        method = as_str(as_dict(as_dict(e).get("request")).get("method"))
         if is_request and method and method not in _WRITES:
             issue = Issue(
                 f"{where}.request.method",
@@ -263,15 +253,15 @@ def read_bundle(
             continue
         valid[i] = res
         if rtype == "DiagnosticReport":
-            for ref in _as_list(res.get("result")):
-                target = _entry_of(_str(_as_dict(ref).get("reference")), positions)
+            for ref in as_list(res.get("result")):
+                target = _entry_of(as_str(as_dict(ref).get("reference")), positions)
                 if target is not None:
                     lent.setdefault(target, _lend(res))
     for i, res in valid.items():
-        rtype = _str(res["resourceType"])
+        rtype = as_str(res["resourceType"])
         where = f"Bundle.entry[{i}].resource"
         if rtype == "Observation":
-            url = _str(_as_dict(entries[i]).get("fullUrl"))
+            url = as_str(as_dict(entries[i]).get("fullUrl"))
             reader.observation(i, res, where, url, lent.get(i))
         elif rtype == "DiagnosticReport":
             reader.report(i, res, where, positions)

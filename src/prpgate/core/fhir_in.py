@@ -33,6 +33,7 @@ from prpgate.core.fhir_request import (
 )
 from prpgate.core.fhir_validate import Issue, validate
 from prpgate.core.fhir_verdicts import EntryKind, EntryVerdict, FhirInput, refuse, with_entries
+from prpgate.core.json_shape import as_dict, as_list, as_str
 
 __all__ = [
     "FILE_BUNDLE_TYPES",
@@ -46,18 +47,6 @@ __all__ = [
 FILE_BUNDLE_TYPES = ("transaction", "batch", "collection", "searchset", "batch-response")
 
 
-def _as_dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _as_list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def _key(request: FhirRequest, resource: dict[str, Any], digest: str) -> str:
     request_id = request.header("x-request-id")
     if request_id:
@@ -65,16 +54,16 @@ def _key(request: FhirRequest, resource: dict[str, Any], digest: str) -> str:
     condition = request.header("if-none-exist")
     if condition:
         return f"if-none-exist:{condition}"
-    rtype = _str(resource.get("resourceType"))
-    ident = _as_dict(resource.get("identifier"))  # Bundle.identifier is single
+    rtype = as_str(resource.get("resourceType"))
+    ident = as_dict(resource.get("identifier"))  # Bundle.identifier is single
     if not ident:
         ident = next(
-            (_as_dict(i) for i in _as_list(resource.get("identifier")) if _as_dict(i).get("value")),
+            (as_dict(i) for i in as_list(resource.get("identifier")) if as_dict(i).get("value")),
             {},
         )
-    if _str(ident.get("value")):
-        return f"{rtype}?identifier={_str(ident.get('system'))}|{ident['value']}"
-    if _str(resource.get("id")):
+    if as_str(ident.get("value")):
+        return f"{rtype}?identifier={as_str(ident.get('system'))}|{ident['value']}"
+    if as_str(resource.get("id")):
         return f"{rtype}/{resource['id']}"
     return f"sha256:{digest}"
 
@@ -103,22 +92,22 @@ def read_input(
             rejected=True,
         )
     digest = canonical_hash(value)
-    if not isinstance(value, dict) or not _str(value.get("resourceType")):
+    if not isinstance(value, dict) or not as_str(value.get("resourceType")):
         what = "a JSON object" if isinstance(value, dict) else f"JSON {type(value).__name__}"
         base = FhirInput(request, digest)
         return refuse(
             base,
             Issue("$", f"{what} without resourceType is not a FHIR resource", 100, "structure"),
         )
-    rtype = _str(value["resourceType"])
-    btype = _str(value.get("type")) if rtype == "Bundle" else ""
+    rtype = as_str(value["resourceType"])
+    btype = as_str(value.get("type")) if rtype == "Bundle" else ""
     base = FhirInput(
         request,
         digest,
         resource_type=rtype,
         bundle_type=btype,
         key=_key(request, value, digest),
-        facility=_str(_as_dict(value.get("meta")).get("source")),
+        facility=as_str(as_dict(value.get("meta")).get("source")),
     )
     refusal = _check_type(request.interaction, rtype, btype)
     if refusal is not None:

@@ -21,6 +21,7 @@ from typing import Any
 from prpgate.core.fhir_request import canonical_hash, number_text
 from prpgate.core.fhir_subject import NotFound, SubjectContext, resolve_subject
 from prpgate.core.fhir_validate import Issue
+from prpgate.core.json_shape import as_dict, as_list, as_str
 from prpgate.core.model import Coding, LabResult, Patient, ResultKey, ResultStatus
 from prpgate.core.timestamps import parse_ts
 
@@ -60,18 +61,6 @@ class ObservationRead:
     warnings: tuple[str, ...] = ()
 
 
-def _as_list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _as_dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _str(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def fhir_sort_key(text: str, default_offset: str = "+00:00") -> str:
     """An order key for a FHIR date/dateTime/instant, comparable with the keys HL7 v2
     timestamps get (``core.timestamps``); '' when it cannot be read."""
@@ -90,11 +79,11 @@ def fhir_sort_key(text: str, default_offset: str = "+00:00") -> str:
 
 def _codings(concept: object) -> tuple[Coding, ...]:
     out: list[Coding] = []
-    for c in _as_list(_as_dict(concept).get("coding")):
-        c = _as_dict(c)
-        code = _str(c.get("code"))
+    for c in as_list(as_dict(concept).get("coding")):
+        c = as_dict(c)
+        code = as_str(c.get("code"))
         if code:
-            out.append(Coding(_str(c.get("system")), code, _str(c.get("display"))))
+            out.append(Coding(as_str(c.get("system")), code, as_str(c.get("display"))))
     return tuple(out)
 
 
@@ -111,84 +100,84 @@ class _Value:
 def _value(element: dict[str, Any]) -> _Value:
     """value[x] of an Observation or component."""
     if "valueQuantity" in element:
-        q = _as_dict(element["valueQuantity"])
-        system, code, unit = _str(q.get("system")), _str(q.get("code")), _str(q.get("unit"))
+        q = as_dict(element["valueQuantity"])
+        system, code, unit = as_str(q.get("system")), as_str(q.get("code")), as_str(q.get("unit"))
         spelling = code if (system == _UCUM and code) else (unit or code)
         return _Value(
-            "NM", number_text(q.get("value")), _str(q.get("comparator")), spelling, system
+            "NM", number_text(q.get("value")), as_str(q.get("comparator")), spelling, system
         )
     if "valueInteger" in element:
         return _Value("NM", number_text(element["valueInteger"]))
     if "valueString" in element:
-        return _Value("ST", _str(element["valueString"]))
+        return _Value("ST", as_str(element["valueString"]))
     if "valueCodeableConcept" in element:
-        cc = _as_dict(element["valueCodeableConcept"])
+        cc = as_dict(element["valueCodeableConcept"])
         codes = _codings(cc)
-        shown = _str(cc.get("text")) or (codes[0].display or codes[0].code if codes else "")
+        shown = as_str(cc.get("text")) or (codes[0].display or codes[0].code if codes else "")
         return _Value("CWE", shown)
     if "valueRange" in element:
-        r = _as_dict(element["valueRange"])
-        low = number_text(_as_dict(r.get("low")).get("value"))
-        high = number_text(_as_dict(r.get("high")).get("value"))
+        r = as_dict(element["valueRange"])
+        low = number_text(as_dict(r.get("low")).get("value"))
+        high = number_text(as_dict(r.get("high")).get("value"))
         return _Value("SN", f"{low}-{high}")
     if "valueRatio" in element:
-        r = _as_dict(element["valueRatio"])
-        n = number_text(_as_dict(r.get("numerator")).get("value"))
-        d = number_text(_as_dict(r.get("denominator")).get("value"))
+        r = as_dict(element["valueRatio"])
+        n = number_text(as_dict(r.get("numerator")).get("value"))
+        d = number_text(as_dict(r.get("denominator")).get("value"))
         return _Value("SN", f"{n}:{d}")
     for key in ("valueBoolean", "valueDateTime", "valueTime", "valuePeriod", "valueSampledData"):
         if key in element:
             return _Value(key[5:], str(element[key]))
     absent = _codings(element.get("dataAbsentReason"))
     reason = (
-        absent[0].code if absent else _str(_as_dict(element.get("dataAbsentReason")).get("text"))
+        absent[0].code if absent else as_str(as_dict(element.get("dataAbsentReason")).get("text"))
     )
     return _Value("", "", absent=reason or "")
 
 
 def _reference_range(element: dict[str, Any]) -> str:
-    for rr in _as_list(element.get("referenceRange")):
-        rr = _as_dict(rr)
-        low = number_text(_as_dict(rr.get("low")).get("value"))
-        high = number_text(_as_dict(rr.get("high")).get("value"))
+    for rr in as_list(element.get("referenceRange")):
+        rr = as_dict(rr)
+        low = number_text(as_dict(rr.get("low")).get("value"))
+        high = number_text(as_dict(rr.get("high")).get("value"))
         if low and high:
             return f"{low}-{high}"
         if low:
             return f">={low}"
         if high:
             return f"<={high}"
-        if _str(rr.get("text")):
-            return _str(rr.get("text"))
+        if as_str(rr.get("text")):
+            return as_str(rr.get("text"))
     return ""
 
 
 def _interpretation(element: dict[str, Any]) -> tuple[str, ...]:
     flags: list[str] = []
-    for cc in _as_list(element.get("interpretation")):
+    for cc in as_list(element.get("interpretation")):
         codes = _codings(cc)
         if codes:
             flags.extend(c.code for c in codes[:1])
-        elif _str(_as_dict(cc).get("text")):
-            flags.append(_str(_as_dict(cc).get("text")))
+        elif as_str(as_dict(cc).get("text")):
+            flags.append(as_str(as_dict(cc).get("text")))
     return tuple(flags)
 
 
 def _effective(obs: dict[str, Any], ctx: ObservationContext) -> str:
     for key in ("effectiveDateTime", "effectiveInstant"):
-        if _str(obs.get(key)):
-            return _str(obs.get(key))
-    period = _as_dict(obs.get("effectivePeriod"))
-    if _str(period.get("start")) or _str(period.get("end")):
-        return _str(period.get("start")) or _str(period.get("end"))
-    return _str(obs.get("issued")) or ctx.fallback_effective
+        if as_str(obs.get(key)):
+            return as_str(obs.get(key))
+    period = as_dict(obs.get("effectivePeriod"))
+    if as_str(period.get("start")) or as_str(period.get("end")):
+        return as_str(period.get("start")) or as_str(period.get("end"))
+    return as_str(obs.get("issued")) or ctx.fallback_effective
 
 
 def _identity(obs: dict[str, Any], ctx: ObservationContext) -> str:
-    for ident in _as_list(obs.get("identifier")):
-        ident = _as_dict(ident)
-        if _str(ident.get("value")):
-            return f"Observation?identifier={_str(ident.get('system'))}|{ident['value']}"
-    if _str(obs.get("id")):
+    for ident in as_list(obs.get("identifier")):
+        ident = as_dict(ident)
+        if as_str(ident.get("value")):
+            return f"Observation?identifier={as_str(ident.get('system'))}|{ident['value']}"
+    if as_str(obs.get("id")):
         return f"Observation/{obs['id']}"
     if ctx.full_url:
         return ctx.full_url
@@ -207,23 +196,23 @@ def read_observation(obs: dict[str, Any], ctx: ObservationContext) -> Observatio
         return ObservationRead((), None, issue)
     patient = resolved.patient
     warnings = [f"{ctx.where}.subject: {resolved.note}"] if resolved.note else []
-    status_text = _str(obs.get("status"))
+    status_text = as_str(obs.get("status"))
     try:
         status = ResultStatus(status_text)
     except ValueError:
         status = ResultStatus.UNKNOWN
-    facility = _str(_as_dict(obs.get("meta")).get("source")) or ctx.facility
+    facility = as_str(as_dict(obs.get("meta")).get("source")) or ctx.facility
     effective = _effective(obs, ctx)
     sort_key = fhir_sort_key(effective, ctx.default_offset) if effective else ""
     order = _identity(obs, ctx)
     elements: list[tuple[str, dict[str, Any], tuple[Coding, ...]]] = []
     codes = _codings(obs.get("code"))
     has_value = any(k.startswith("value") for k in obs) or "dataAbsentReason" in obs
-    components = _as_list(obs.get("component"))
+    components = as_list(obs.get("component"))
     if has_value or not components:
         elements.append((ctx.where, obs, codes))
     for j, comp in enumerate(components):
-        comp = _as_dict(comp)
+        comp = as_dict(comp)
         elements.append((f"{ctx.where}.component[{j}]", comp, _codings(comp.get("code"))))
     results: list[LabResult] = []
     for where, element, element_codes in elements:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from prpgate.core.json_shape import as_list
 from prpgate.core.model import Patient, PatientId
 
 __all__ = ["NotFound", "Resolved", "SubjectContext", "patient_from_resource", "resolve_subject"]
@@ -53,10 +54,6 @@ class NotFound:
     reason: str
 
 
-def _as_list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
 def _scope(system: str, ctx: SubjectContext) -> str:
     if system:
         return system
@@ -65,7 +62,7 @@ def _scope(system: str, ctx: SubjectContext) -> str:
 
 def _type_code(identifier: dict[str, Any]) -> str:
     itype = identifier.get("type")
-    codings = _as_list(itype.get("coding")) if isinstance(itype, dict) else []
+    codings = as_list(itype.get("coding")) if isinstance(itype, dict) else []
     for c in codings:
         if isinstance(c, dict) and isinstance(c.get("code"), str):
             return str(c["code"])
@@ -87,15 +84,15 @@ def _identifier(identifier: object, ctx: SubjectContext) -> PatientId | None:
 def patient_from_resource(resource: dict[str, Any], ctx: SubjectContext) -> Patient | None:
     """A Patient resource's identity (MR identifier, else the first), name, birth date
     and gender; None when it has no usable identifier."""
-    ids = [i for i in (_identifier(x, ctx) for x in _as_list(resource.get("identifier"))) if i]
+    ids = [i for i in (_identifier(x, ctx) for x in as_list(resource.get("identifier"))) if i]
     if not ids:
         return None
     primary = next((i for i in ids if i.type_code == "MR"), ids[0])
     others = tuple(i for i in ids if i is not primary)
     name = ""
-    for n in _as_list(resource.get("name")):
+    for n in as_list(resource.get("name")):
         if isinstance(n, dict):
-            given = " ".join(g for g in _as_list(n.get("given")) if isinstance(g, str))
+            given = " ".join(g for g in as_list(n.get("given")) if isinstance(g, str))
             family = n.get("family") if isinstance(n.get("family"), str) else ""
             name = " ".join(p for p in (given, family) if p) or str(n.get("text") or "")
             break

@@ -10,7 +10,7 @@ from prpgate.core.fhir_request import FhirRequest
 from prpgate.core.fhir_validate import Issue
 from prpgate.core.model import LabResult, Patient
 
-__all__ = ["EntryKind", "EntryVerdict", "FhirInput", "refuse", "with_entries"]
+__all__ = ["EntryKind", "EntryVerdict", "FhirInput", "input_with", "refuse", "with_entries"]
 
 
 class EntryKind(Enum):
@@ -59,23 +59,18 @@ class FhirInput:
     entries: tuple[EntryVerdict, ...] = ()
 
 
-def refuse(base: FhirInput, *issues: Issue) -> FhirInput:
-    """The input refused as a whole, with these issues."""
-    return FhirInput(
-        request=base.request,
-        content_hash=base.content_hash,
-        resource_type=base.resource_type,
-        bundle_type=base.bundle_type,
-        key=base.key,
-        facility=base.facility,
-        errors=issues,
-        rejected=True,
-        entries=base.entries,
-    )
-
-
-def with_entries(base: FhirInput, entries: tuple[EntryVerdict, ...]) -> FhirInput:
-    """The input (not yet read further) with its entries' verdicts."""
+def input_with(
+    base: FhirInput,
+    *,
+    results: tuple[LabResult, ...] = (),
+    patients: tuple[Patient, ...] = (),
+    errors: tuple[Issue, ...] = (),
+    rejected: bool = False,
+    warnings: tuple[str, ...] = (),
+    entries: tuple[EntryVerdict, ...] = (),
+) -> FhirInput:
+    """The input ``base`` names (request, content hash, types, key, facility) with what
+    reading it found; what is not given is empty."""
     return FhirInput(
         base.request,
         base.content_hash,
@@ -83,5 +78,20 @@ def with_entries(base: FhirInput, entries: tuple[EntryVerdict, ...]) -> FhirInpu
         base.bundle_type,
         base.key,
         base.facility,
-        entries=entries,
+        results,
+        patients,
+        errors,
+        rejected,
+        warnings,
+        entries,
     )
+
+
+def refuse(base: FhirInput, *issues: Issue) -> FhirInput:
+    """The input refused as a whole, with these issues."""
+    return input_with(base, errors=issues, rejected=True, entries=base.entries)
+
+
+def with_entries(base: FhirInput, entries: tuple[EntryVerdict, ...]) -> FhirInput:
+    """The input (not yet read further) with its entries' verdicts."""
+    return input_with(base, entries=entries)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -22,9 +22,9 @@ from tenacity import (
     wait_exponential,
 )
 
-from prpgate.errors import ConfigError
 from prpgate.send.fhir_input import FhirOutgoing, read_answer
 from prpgate.send.outcome import Result, Status
+from prpgate.send.run import OnResult, RunOptions, RunProgress
 
 __all__ = ["FhirOptions", "send_fhir"]
 
@@ -32,37 +32,16 @@ FHIR_JSON = "application/fhir+json"
 
 
 @dataclass(frozen=True, slots=True)
-class FhirOptions:
-    """How to post: concurrency, per-request ``timeout`` (seconds), retries on timeout
-    or a broken connection, ``rate`` (requests/s over all workers, None: unpaced), a
-    bearer token, TLS verification (a context or True for the system store) and
-    whether to stop after the first negative answer."""
+class FhirOptions(RunOptions):
+    """How to post: the options of every run (``RunOptions``; ``rate`` in requests per
+    second, ``timeout`` per request), a bearer token and TLS verification (a context, or
+    True for the system store)."""
 
-    connections: int = 1
-    timeout: float = 10.0
-    connect_timeout: float = 10.0
-    retries: int = 0
-    rate: float | None = None
-    stop_on_error: bool = False
     bearer_token: str | None = None
     verify: ssl.SSLContext | bool = True
 
-    def check(self) -> None:
-        """Raises ConfigError for a value that cannot work."""
-        if self.connections < 1:
-            raise ConfigError("connections must be at least 1")
-        if self.timeout <= 0 or self.connect_timeout <= 0:
-            raise ConfigError("timeouts must be positive")
-        if self.retries < 0:
-            raise ConfigError("retries cannot be negative")
-        if self.rate is not None and self.rate <= 0:
-            raise ConfigError("rate must be positive")
 
-
-OnResult = Callable[[Result], None]
-
-
-class _Run:
+class _Run(RunProgress):
     def __init__(
         self,
         base: str,
@@ -71,35 +50,16 @@ class _Run:
         opts: FhirOptions,
         on_result: OnResult | None,
     ) -> None:
+        super().__init__(len(items), opts, on_result)
         self.base = base
         self.client = client
         self.opts = opts
-        self.on_result = on_result
-        self.results: list[Result | None] = [None] * len(items)
         self.queue: deque[tuple[int, FhirOutgoing]] = deque()
-        self.stopped = False
-        self.next_send = 0.0
         for i, item in enumerate(items):
             if item.problem:
                 self.finish(_result(i, item, Status.NOT_SENT, text=item.problem))
             else:
                 self.queue.append((i, item))
-
-    def finish(self, result: Result) -> None:
-        self.results[result.index] = result
-        if self.opts.stop_on_error and result.status is not Status.NOT_SENT and not result.positive:
-            self.stopped = True
-        if self.on_result is not None:
-            self.on_result(result)
-
-    async def pace(self) -> None:
-        if self.opts.rate is None:
-            return
-        now = asyncio.get_running_loop().time()
-        at = max(now, self.next_send)
-        self.next_send = at + 1.0 / self.opts.rate
-        if at > now:
-            await asyncio.sleep(at - now)
 
     async def worker(self, number: int) -> None:
         while self.queue and not self.stopped:

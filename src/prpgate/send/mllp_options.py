@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from prpgate.errors import ConfigError
+from prpgate.send.run import RunOptions
 
 __all__ = ["MllpTarget", "SendOptions", "Spread"]
 
@@ -32,18 +33,13 @@ class MllpTarget:
 
 
 @dataclass(frozen=True, slots=True)
-class SendOptions:
-    """How to send. ``rate`` is messages per second over all connections (None: as
-    fast as acknowledgments allow); ``timeout`` bounds each wait for an ACK and
-    ``connect_timeout`` each connection attempt, in seconds."""
+class SendOptions(RunOptions):
+    """How to send over MLLP: the options of every run (``RunOptions``; ``rate`` in
+    messages per second, ``timeout`` bounding each wait for an ACK), ``window`` messages
+    in flight per connection, how messages are dealt to connections, and the largest ACK
+    read."""
 
-    connections: int = 1
     window: int = 1
-    timeout: float = 10.0
-    connect_timeout: float = 10.0
-    retries: int = 0
-    rate: float | None = None
-    stop_on_error: bool = False
     spread: Spread = Spread.FILE
     max_ack_bytes: int = 1 << 20
 
@@ -51,11 +47,6 @@ class SendOptions:
         """Raises ConfigError for a value that cannot work."""
         if self.connections < 1 or self.window < 1:
             raise ConfigError("connections and window must be at least 1")
-        if self.timeout <= 0 or self.connect_timeout <= 0:
-            raise ConfigError("timeouts must be positive")
-        if self.retries < 0:
-            raise ConfigError("retries cannot be negative")
-        if self.rate is not None and self.rate <= 0:
-            raise ConfigError("rate must be positive")
+        RunOptions.check(self)
         if self.max_ack_bytes < 1:
             raise ConfigError("max_ack_bytes must be positive")

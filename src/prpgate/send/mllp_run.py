@@ -3,21 +3,19 @@ the results, pacing (``rate``) and stopping (``stop_on_error``)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from prpgate.send.ack_reading import POSITIVE_CODES, AckReading
 from prpgate.send.mllp_options import SendOptions, Spread
 from prpgate.send.outcome import Result, Status
 from prpgate.send.outgoing import Outgoing
+from prpgate.send.run import OnResult, RunProgress
 
 __all__ = ["OnResult", "RunState", "result_for"]
 
-OnResult = Callable[[Result], None]
 
-
-class RunState:
+class RunState(RunProgress):
     """What the lanes share: the messages still to take, results, pacing, stopping.
 
     Messages with a problem are settled ``NOT_SENT`` at once; the others are queued
@@ -27,14 +25,11 @@ class RunState:
     def __init__(
         self, messages: Sequence[Outgoing], options: SendOptions, on_result: OnResult | None
     ) -> None:
+        super().__init__(len(messages), options, on_result)
         self.opts = options
-        self.results: list[Result | None] = [None] * len(messages)
         self.queue: deque[list[tuple[int, Outgoing]]] = deque()
-        self.stopped = False
         self.connect_error = ""
         self.unmatched = 0
-        self._on_result = on_result
-        self._next_send = 0.0
         by_file: dict[str, list[tuple[int, Outgoing]]] = {}
         for i, msg in enumerate(messages):
             if msg.problem:
@@ -52,25 +47,6 @@ class RunState:
         """The next group of (input position, message), or None when none is left or
         the run stopped."""
         return self.queue.popleft() if self.queue and not self.stopped else None
-
-    async def pace(self) -> None:
-        """Wait for the next send slot at ``rate`` messages/s over all lanes."""
-        rate = self.opts.rate
-        if rate is None:
-            return
-        now = asyncio.get_running_loop().time()
-        at = max(now, self._next_send)
-        self._next_send = at + 1.0 / rate
-        if at > now:
-            await asyncio.sleep(at - now)
-
-    def finish(self, result: Result) -> None:
-        """Record a settled message (once), stop the run if asked to, report it."""
-        self.results[result.index] = result
-        if self.opts.stop_on_error and result.status is not Status.NOT_SENT and not result.positive:
-            self.stopped = True
-        if self._on_result is not None:
-            self._on_result(result)
 
     def late(self, index: int, ack: AckReading) -> None:
         """Record an ACK that came after its message was settled; a negative one makes
