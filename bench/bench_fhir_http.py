@@ -18,15 +18,14 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from processes import serve_command, start, stop, until_terminated
 from prpgate.listeners.asgi_server import AsgiServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,34 +162,12 @@ async def echo_server(ready: Path) -> None:
     server = AsgiServer(_echo_app, "127.0.0.1", 0)
     await server.start()
     ready.write_text(json.dumps({"fhir_http_port": server.port}))
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
+    await until_terminated()
     await server.stop()
 
 
-def start(cmd: list[str], ready: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"server did not start: {' '.join(cmd)}")
-        time.sleep(0.05)
-    return proc, int(json.loads(ready.read_text())["fhir_http_port"])
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 def measure(label: str, cmd: list[str], ready: Path, env: dict[str, str], n: int) -> dict[str, Any]:
-    proc, port = start(cmd, ready, env)
+    proc, port = start(cmd, ready, env, port="fhir_http_port")
     try:
         out = {}
         for conns in (1, 8):
@@ -229,20 +206,9 @@ def main() -> int:
         )
         prpgate = measure(
             "prpgate",
-            [
-                str(Path(sys.executable).parent / "prpgate"),
-                "serve",
-                "--store",
-                str(base / "store.sqlite"),
-                "--port",
-                "0",
-                "--http-port",
-                "0",
-                "--fhir-port",
-                "0",
-                "--ready-file",
-                str(base / "serve.json"),
-            ],
+            serve_command(
+                base / "serve.json", "--store", str(base / "store.sqlite"), "--fhir-port", "0"
+            ),
             base / "serve.json",
             env,
             n,

@@ -23,17 +23,17 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench_replay import ABNORMAL, NORMAL, templates  # same folder: the same message mix
+from processes import serve_command, start, stop, until_terminated
 from prpgate.config import Settings
 from prpgate.core.mllp import Deframer, Frame, frame
 from prpgate.engine import build_engine
@@ -45,6 +45,7 @@ from prpgate.store.sqlite import SqliteStore
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 32  # messages in flight per connection (a pipelining interface engine)
 ABNORMAL_SHARE = 10  # per hundred messages, as bench_replay's mix
+Driver = Callable[[int, list[bytes], int, float | None], Awaitable[dict[str, float]]]
 ECHO_ACK = frame(
     b"MSH|^~\\&|PRPGATE|CLINIC|PRPLAB|NORTHLAB|20260101000000||ACK^R01^ACK|E1|P|2.5.1\rMSA|AA|X\r"
 )
@@ -70,9 +71,9 @@ def ingest_only(msgs: list[bytes], folder: Path, batch: int = 256) -> float:
     store = SqliteStore(folder / "ingest-only.sqlite", durable=True)
     now = datetime.now(UTC)
     t0 = time.perf_counter()
-    for start in range(0, len(msgs), batch):
+    for first in range(0, len(msgs), batch):
         with store.session() as session:
-            for raw in msgs[start : start + batch]:
+            for raw in msgs[first : first + batch]:
                 ingest(session, engine, raw, source="bench", received_at=now)
     seconds = time.perf_counter() - t0
     store.close()
@@ -82,26 +83,37 @@ def ingest_only(msgs: list[bytes], folder: Path, batch: int = 256) -> float:
 # ------------------------------------------------------------- echo server
 
 
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            await reader.readuntil(b"\x1c\r")
-            writer.write(ECHO_ACK)
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+def fixed_ack(frame_bytes: bytes) -> bytes:
+    """The same ACK for every frame."""
+    return ECHO_ACK
 
 
-async def echo_server(ready_file: Path) -> None:
-    """A bare asyncio MLLP server: answers every frame with a fixed ACK, stores nothing."""
-    server = await asyncio.start_server(_echo, "127.0.0.1", 0, limit=1 << 22)
+_ACK_HEAD, _ACK_TAIL = ECHO_ACK.split(b"MSA|AA|X")
+
+
+def mirrored_ack(frame_bytes: bytes) -> bytes:
+    """The ACK with the frame's MSH-10 in MSA-2 (what prpgate send checks)."""
+    return _ACK_HEAD + b"MSA|AA|" + frame_bytes.split(b"|", 10)[9] + _ACK_TAIL
+
+
+async def echo_server(ready_file: Path, ack: Callable[[bytes], bytes] = fixed_ack) -> None:
+    """A bare asyncio MLLP server answering every frame with ``ack`` of it, storing
+    nothing, until SIGTERM."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                writer.write(ack(await reader.readuntil(b"\x1c\r")))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, limit=1 << 22)
     port = server.sockets[0].getsockname()[1]
     ready_file.write_text(json.dumps({"mllp_port": port, "pid": os.getpid()}))
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
+    await until_terminated()
     server.close()
 
 
@@ -169,31 +181,6 @@ async def drive(port: int, msgs: list[bytes], conns: int, rate: float | None) ->
 # ------------------------------------------- prpgate send as the load generator
 
 
-async def _echo_mirror(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Like _echo, but the ACK's MSA-2 is the frame's MSH-10 (what prpgate send checks)."""
-    head, tail = ECHO_ACK.split(b"MSA|AA|X")
-    try:
-        while True:
-            data = await reader.readuntil(b"\x1c\r")
-            writer.write(head + b"MSA|AA|" + data.split(b"|", 10)[9] + tail)
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
-
-
-async def mirror_echo_server(ready_file: Path) -> None:
-    """A bare asyncio MLLP server answering every frame AA with its own MSH-10."""
-    server = await asyncio.start_server(_echo_mirror, "127.0.0.1", 0, limit=1 << 22)
-    port = server.sockets[0].getsockname()[1]
-    ready_file.write_text(json.dumps({"mllp_port": port, "pid": os.getpid()}))
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    server.close()
-
-
 async def send_drive(
     port: int, msgs: list[bytes], conns: int, rate: float | None
 ) -> dict[str, float]:
@@ -215,19 +202,6 @@ async def send_drive(
         "n": len(msgs),
         "not_positive": sum(1 for r in results if not r.positive),
     }
-
-
-def measure_send(
-    port: int, n: int, tag: str, rates: list[float], seconds: float
-) -> dict[str, dict[str, float]]:
-    """measure() with prpgate send's client as the load generator."""
-    out = {}
-    for conns in (1, 8):
-        out[f"c{conns}"] = asyncio.run(send_drive(port, messages(n, f"{tag}{conns}"), conns, None))
-    for rate in rates:
-        offered = messages(int(rate * seconds), f"{tag}R{int(rate)}")
-        out[f"r{int(rate)}"] = asyncio.run(send_drive(port, offered, 8, rate))
-    return out
 
 
 def send_ceiling(base: Path, n: int, env: dict[str, str]) -> dict[str, dict[str, float]]:
@@ -266,35 +240,18 @@ def print_send_figures(ceiling: dict[str, dict[str, float]], serve_c8: float, cl
     )
 
 
-def start(cmd: list[str], ready: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"server did not start: {cmd}")
-        time.sleep(0.05)
-    return proc, int(json.loads(ready.read_text())["mllp_port"])
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def measure(
-    port: int, n: int, tag: str, rates: list[float], seconds: float
+    port: int, n: int, tag: str, rates: list[float], seconds: float, driver: Driver = drive
 ) -> dict[str, dict[str, float]]:
+    """n messages over 1 and over 8 connections as fast as they are answered, then each
+    offered rate for ``seconds`` over 8 connections, sent by ``driver`` (the minimal
+    client, or prpgate send's with ``send_drive``)."""
     out = {}
     for conns in (1, 8):
-        out[f"c{conns}"] = asyncio.run(drive(port, messages(n, f"{tag}{conns}"), conns, None))
+        out[f"c{conns}"] = asyncio.run(driver(port, messages(n, f"{tag}{conns}"), conns, None))
     for rate in rates:
         offered = messages(int(rate * seconds), f"{tag}R{int(rate)}")
-        out[f"r{int(rate)}"] = asyncio.run(drive(port, offered, 8, rate))
+        out[f"r{int(rate)}"] = asyncio.run(driver(port, offered, 8, rate))
     return out
 
 
@@ -319,7 +276,7 @@ def main() -> int:
         asyncio.run(echo_server(args.echo_server))
         return 0
     if args.mirror_echo_server:
-        asyncio.run(mirror_echo_server(args.mirror_echo_server))
+        asyncio.run(echo_server(args.mirror_echo_server, mirrored_ack))
         return 0
     n = 5_000 if args.quick else args.messages
     rates = [float(r) for r in args.rates.split(",") if r]
@@ -340,30 +297,19 @@ def main() -> int:
         results: dict[str, dict[str, dict[str, float]]] = {}
         for fsync in ("true", "false"):
             serve, port = start(
-                [
-                    str(Path(sys.executable).parent / "prpgate"),
-                    "serve",
-                    "--store",
-                    str(base / f"store-{fsync}.sqlite"),
-                    "--port",
-                    "0",
-                    "--http-port",
-                    "0",
-                    "--ready-file",
-                    str(base / "serve.json"),
-                ],
+                serve_command(base / "serve.json", "--store", str(base / f"store-{fsync}.sqlite")),
                 base / "serve.json",
                 {**env, "PRPGATE_DURABLE": fsync},
             )
             try:
-                drive_serve = measure_send if args.serve_client == "send" else measure
                 # fsync off: throughput only (what durability costs), no rate phase
-                results[fsync] = drive_serve(
+                results[fsync] = measure(
                     port,
                     n,
                     "P" if fsync == "true" else "Q",
                     rates if fsync == "true" else [],
                     seconds,
+                    send_drive if args.serve_client == "send" else drive,
                 )
             finally:
                 stop(serve)

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -33,14 +32,14 @@ from urllib.parse import quote
 
 import psycopg
 
-from bench_mllp import WINDOW, drive, messages, start, stop  # same folder: the same client
+from bench_mllp import WINDOW, drive, messages  # same folder: the same client
+from processes import serve_command, start, stop
 from prpgate.config import Settings
 from prpgate.engine import build_engine
 from prpgate.ingest import ingest
 from prpgate.store.factory import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
-PRPGATE = str(Path(sys.executable).parent / "prpgate")
 
 
 @contextmanager
@@ -74,8 +73,7 @@ def serve(
     url: str, base: Path, name: str, env: dict[str, str]
 ) -> tuple[subprocess.Popen[bytes], int]:
     ready = base / f"{name}.json"
-    cmd = [PRPGATE, "serve", "--port", "0", "--http-port", "0", "--ready-file", str(ready)]
-    return start(cmd, ready, {**env, "PRPGATE_STORE_URL": url})
+    return start(serve_command(ready), ready, {**env, "PRPGATE_STORE_URL": url})
 
 
 def run_instances(

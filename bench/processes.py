@@ -1,0 +1,65 @@
+"""Server processes for the benchmarks: `prpgate serve` or a baseline server, each started
+as its own process, waited for through the ready file it writes, and stopped with SIGTERM.
+
+A baseline server run from a benchmark script writes its ready file itself (a JSON object
+with its port) and waits for ``until_terminated``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PRPGATE = str(Path(sys.executable).parent / "prpgate")
+
+
+def serve_command(ready: Path, *options: str) -> list[str]:
+    """`prpgate serve` on free ports (MLLP, health), writing ``ready`` once it listens."""
+    return [
+        PRPGATE,
+        "serve",
+        *options,
+        "--port",
+        "0",
+        "--http-port",
+        "0",
+        "--ready-file",
+        str(ready),
+    ]
+
+
+def start(
+    cmd: list[str], ready: Path, env: dict[str, str], *, port: str = "mllp_port"
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``cmd`` and wait (60 s at most) for its ready file; the process and the
+    ``port`` the file names."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"server did not start: {' '.join(cmd)}")
+        time.sleep(0.05)
+    return proc, int(json.loads(ready.read_text())[port])
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 60 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+async def until_terminated() -> None:
+    """Wait for the SIGTERM ``stop`` sends (in a baseline server's own process)."""
+    terminated = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated.set)
+    await terminated.wait()
