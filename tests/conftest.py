@@ -1,14 +1,21 @@
-"""Shared test helpers: where the corpus and the fixtures are, and a fixed clock."""
+"""Shared test helpers: where the corpus and the fixtures are, a fixed clock, the stores
+each backend test runs on, the installed ``prpgate`` command run as a process, and
+waiting for a condition."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -26,6 +33,7 @@ FIXTURES = ROOT / "fixtures"
 MAPPINGS = ROOT / "mappings"
 CORPUS = Path(os.environ.get("PRPGATE_CORPUS", ROOT.parent / "shared" / "corpus")).resolve()
 FIXED_NOW = datetime(2026, 1, 15, 9, 30, tzinfo=UTC)
+PRPGATE = str(Path(sys.executable).parent / "prpgate")  # this environment's console script
 
 
 def load(name: str) -> bytes:
@@ -62,6 +70,37 @@ def corpus_paths(sub: str, *patterns: str) -> list[Path]:
     for pattern in patterns or ("*",):
         found.update(p for p in base.glob(pattern) if p.is_file())
     return sorted(found)
+
+
+def run_prpgate(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """``prpgate *args`` as a process, in this environment with ``env`` added; its exit
+    code and text output (not checked)."""
+    return subprocess.run(
+        [PRPGATE, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def ndjson(text: str) -> list[dict[str, Any]]:
+    """The JSON objects of a command's output, one a line (blank lines skipped)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def wait_for(
+    what: str, condition: Callable[[], object], timeout: float, every: float = 0.02
+) -> None:
+    """Poll ``condition()`` every ``every`` seconds until it is true; fail naming ``what``
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
 
 
 class FixedClock:

@@ -24,6 +24,7 @@ __all__ = [
     "InputCounts",
     "delivery_counts",
     "input_counts",
+    "integrity",
     "outbox_rows",
     "stored_statuses",
     "undelivered",
@@ -46,6 +47,12 @@ def stored_statuses(store: Path) -> dict[str, Counter[str]]:
     for control, status in _query(store, "SELECT control_id, status FROM messages"):
         out[str(control)][str(status)] += 1
     return out
+
+
+def integrity(store: Path) -> str:
+    """SQLite's ``PRAGMA integrity_check`` of the store file (``"ok"`` when sound)."""
+    ((verdict,),) = _query(store, "PRAGMA integrity_check")
+    return str(verdict)
 
 
 def undelivered(store: Path) -> int:

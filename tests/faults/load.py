@@ -23,7 +23,7 @@ import httpx
 from prpgate.core.mllp import Deframer, Frame, frame
 from tests.faults.inputs import Input
 
-__all__ = ["FhirSender", "MllpSender", "Sender"]
+__all__ = ["FhirSender", "MllpSender", "Sender", "answered"]
 
 IO_TIMEOUT = 15.0
 RECONNECT_PAUSE = 0.05
@@ -211,3 +211,8 @@ class FhirSender(Sender):
                     continue
                 item.answer = str(resp.status_code)
                 item.acked = resp.status_code in (200, 201)
+
+
+def answered(senders: list[Sender]) -> int:
+    """Inputs the senders have had positively answered so far, together."""
+    return sum(s.acked() for s in senders)

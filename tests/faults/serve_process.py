@@ -1,8 +1,10 @@
-"""``prpgate serve`` as a process that can be killed and started again on the same store
-and the same ports (a sender reconnects where it was connected before).
+"""``prpgate serve`` as a process: started on a store with a ready file and a log of its
+own (JSON lines, debug level), waited for until every listener is bound.
 
-Every start writes its own log file (JSON lines, debug level) into the fault suite's log
-folder, so the suite can grep them all for patient data afterwards.
+``ServeProcess`` can be killed and started again on the same store and the same ports (a
+sender reconnects where it was connected before); every start writes its own log file
+into the fault suite's log folder, so the suite can grep them all for patient data
+afterwards. ``spawn_serve`` and ``wait_ready`` start one for the integration tests too.
 """
 
 from __future__ import annotations
@@ -11,17 +13,57 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import MAPPINGS
+from tests.conftest import MAPPINGS, PRPGATE
 from tests.fhirserver.process import free_port
 
-BIN = Path(sys.executable).parent
 START_TIMEOUT = 60.0  # a loaded 2-core machine: imports and the UCUM registry take a while
+
+
+def serve_environ(**env: str) -> dict[str, str]:
+    """The environment of a test ``prpgate serve``: this one, the repository's mappings,
+    JSON logs at debug level (what the suite greps), then ``env``."""
+    return {
+        **os.environ,
+        "PRPGATE_MAPPINGS": str(MAPPINGS),
+        "PRPGATE_LOG_FORMAT": "json",
+        "PRPGATE_LOG_LEVEL": "debug",
+        **env,
+    }
+
+
+def spawn_serve(
+    store: Path, ready: Path, log: Path, env: dict[str, str], *options: str
+) -> subprocess.Popen[bytes]:
+    """Start ``prpgate serve`` on ``store`` (output to ``log``), not waiting for it: it
+    writes ``ready`` (its ports, as JSON) once every listener is bound."""
+    ready.unlink(missing_ok=True)
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [PRPGATE, "serve", "--store", str(store), *options, "--ready-file", str(ready)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def wait_ready(proc: subprocess.Popen[bytes], ready: Path, log: Path) -> dict[str, int]:
+    """The ports ``ready`` names once the process wrote it; kills the process and fails
+    with its log when it exits or ``START_TIMEOUT`` passes first."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=START_TIMEOUT)
+            raise AssertionError(f"prpgate serve did not start:\n{log.read_text()}")
+        time.sleep(0.02)
+    ports: dict[str, int] = json.loads(ready.read_text())
+    return ports
 
 
 class ServeProcess:
@@ -38,6 +80,7 @@ class ServeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.log: Path | None = None
+        self._ready = workdir / "serve.ready.json"
 
     @property
     def fhir_base(self) -> str:
@@ -45,53 +88,27 @@ class ServeProcess:
         return f"http://127.0.0.1:{self.fhir_port}/fhir"
 
     def _environ(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "PRPGATE_MAPPINGS": str(MAPPINGS),
-            "PRPGATE_LOG_FORMAT": "json",
-            "PRPGATE_LOG_LEVEL": "debug",
-            "PRPGATE_MLLP_PORT": str(self.mllp_port),
-            "PRPGATE_HTTP_PORT": str(self.http_port),
-            "PRPGATE_FHIR_HTTP_ENABLED": "true",
-            "PRPGATE_FHIR_HTTP_PORT": str(self.fhir_port),
+        return serve_environ(
+            PRPGATE_MLLP_PORT=str(self.mllp_port),
+            PRPGATE_HTTP_PORT=str(self.http_port),
+            PRPGATE_FHIR_HTTP_ENABLED="true",
+            PRPGATE_FHIR_HTTP_PORT=str(self.fhir_port),
             **self.env,
-        }
+        )
 
     def spawn(self) -> subprocess.Popen[bytes]:
         """Start the process without waiting for it (see ``start``)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
         self.log = self.logs / f"{self.workdir.name}-serve-{self.starts:02d}.log"
-        ready = self.workdir / "serve.ready.json"
-        ready.unlink(missing_ok=True)
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    str(BIN / "prpgate"),
-                    "serve",
-                    "--store",
-                    str(self.store),
-                    "--ready-file",
-                    str(ready),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self._environ(),
-            )
+        self.proc = spawn_serve(self.store, self._ready, self.log, self._environ())
         return self.proc
 
     def start(self) -> None:
         """Start and wait until every listener is bound (the ready file is written)."""
         proc = self.spawn()
-        ready = self.workdir / "serve.ready.json"
-        deadline = time.monotonic() + START_TIMEOUT
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                assert self.log is not None
-                raise AssertionError(f"prpgate serve did not start:\n{self.log.read_text()}")
-            time.sleep(0.02)
-        ports = json.loads(ready.read_text())
+        assert self.log is not None
+        ports = wait_ready(proc, self._ready, self.log)
         assert ports["mllp_port"] == self.mllp_port
         assert ports["fhir_http_port"] == self.fhir_port
 

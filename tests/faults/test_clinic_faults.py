@@ -10,7 +10,6 @@ store; this adds resets, and the faults one after another under a live ``serve``
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -21,6 +20,7 @@ import structlog
 
 from prpgate.core.pipeline import Engine
 from prpgate.logs import configure_logging
+from tests.conftest import wait_for
 from tests.faults.checks import (
     delivery_counts,
     input_counts,
@@ -37,6 +37,7 @@ from tests.integration.test_delivery_server import deliver, fill, settings
 
 RESETS = 6
 DRAIN_TIMEOUT = 120.0
+POLL = 0.05  # seconds between looks at the clinic server and the store
 
 
 @pytest.fixture
@@ -91,15 +92,6 @@ def test_clinic_connection_resets_lose_and_double_nothing(
     assert "delivery backlog started" in worker_log.read_text()  # logged, and grepped
 
 
-def wait_for(what: str, condition: object, timeout: float) -> None:
-    """Poll ``condition()`` until true; fail naming ``what`` after ``timeout`` seconds."""
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def retry_rows(store: Path) -> int:
     """Outbox rows waiting for a retry after a failed delivery."""
     return sum(1 for r in outbox_rows(store) if r["state"] == "retry")
@@ -139,17 +131,20 @@ def test_clinic_faults_in_sequence_under_serve_lose_and_double_nothing(
     try:
         serve.start()
         sender.start()
-        wait_for("outputs delivered", lambda: len(clinic.snapshot()["log"]) >= 20, 60)
+        wait_for("outputs delivered", lambda: len(clinic.snapshot()["log"]) >= 20, 60, POLL)
         clinic.stop()  # down for a stretch: connections refused
-        wait_for("a delivery to fail", lambda: retry_rows(serve.store) > 0, 60)
+        wait_for("a delivery to fail", lambda: retry_rows(serve.store) > 0, 60, POLL)
         clinic.start()
         for kind, extra in phases:
             clinic.fault(kind, **extra)
             wait_for(
-                f"the {kind} fault to be met", lambda: clinic.snapshot()["fault"]["count"] == 0, 60
+                f"the {kind} fault to be met",
+                lambda: clinic.snapshot()["fault"]["count"] == 0,
+                60,
+                POLL,
             )
         sender.finish(timeout=DRAIN_TIMEOUT)
-        wait_for("the outbox to drain", lambda: undelivered(serve.store) == 0, DRAIN_TIMEOUT)
+        wait_for("the outbox to drain", lambda: undelivered(serve.store) == 0, DRAIN_TIMEOUT, POLL)
         snapshot = clinic.snapshot()
         assert serve.stop() == 0
     finally:

@@ -22,9 +22,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.conftest import wait_for
 from tests.faults.checks import input_counts, write_report
 from tests.faults.inputs import cbc_message, observation
-from tests.faults.load import FhirSender, MllpSender, Sender
+from tests.faults.load import FhirSender, MllpSender, Sender, answered
 from tests.faults.serve_process import ServeProcess
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
@@ -75,18 +76,6 @@ def statuses(url: str) -> dict[str, Counter[str]]:
         for control, status in conn.execute("SELECT control_id, status FROM messages"):
             out.setdefault(str(control), Counter())[str(status)] += 1
     return out
-
-
-def wait_for(what: str, condition: object, timeout: float) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-def answered(senders: list[Sender]) -> int:
-    return sum(s.acked() for s in senders)
 
 
 @pytest.mark.timeout(600)

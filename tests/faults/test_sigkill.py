@@ -13,22 +13,23 @@ from __future__ import annotations
 
 import os
 import random
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
 from tests.faults.checks import (
     delivery_counts,
     input_counts,
+    integrity,
     outbox_rows,
     stored_statuses,
     undelivered,
     write_report,
 )
 from tests.faults.inputs import cbc_message, observation
-from tests.faults.load import FhirSender, MllpSender, Sender
+from tests.faults.load import FhirSender, MllpSender, Sender, answered
 from tests.faults.serve_process import ServeProcess
 from tests.fhirserver.process import FhirServer
 
@@ -46,19 +47,6 @@ DELIVERY = {
     "PRPGATE_DELIVERY_BREAKER_MAX_COOLDOWN": "1",
     "PRPGATE_FHIR_TIMEOUT": "5",
 }
-
-
-def wait_for(what: str, condition: object, timeout: float) -> None:
-    """Poll ``condition()`` until true; fail naming ``what`` after ``timeout`` seconds."""
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-def answered(senders: list[Sender]) -> int:
-    return sum(s.acked() for s in senders)
 
 
 @pytest.mark.slow
@@ -139,8 +127,4 @@ def test_sigkill_twenty_times_under_load_loses_and_doubles_nothing(
     assert delivery.versions > 0
     assert delivery.delivered == delivery.versions
     assert (delivery.doubled, delivery.missing, delivery.wrong_order) == (0, 0, 0)
-    db = sqlite3.connect(serve.store)
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    finally:
-        db.close()
+    assert integrity(serve.store) == "ok"

@@ -11,7 +11,6 @@ at the store seam, without a mount, are in tests/integration/test_mllp.py
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from hl7.client import MLLPClient
 
 from tests.conftest import load
+from tests.faults.checks import integrity, stored_statuses
 from tests.faults.inputs import cbc_message, observation
 from tests.faults.load import ack_of
 from tests.faults.mounts import fill, read_only, small_tmpfs
@@ -41,18 +41,6 @@ def post(serve: ServeProcess, raw: bytes, key: str) -> httpx.Response:
         headers={"Content-Type": "application/fhir+json", "X-Request-Id": key},
         timeout=IO_TIMEOUT,
     )
-
-
-def statuses(store: Path) -> dict[str, Counter[str]]:
-    db = sqlite3.connect(store)
-    try:
-        out: dict[str, Counter[str]] = {}
-        for control, status in db.execute("SELECT control_id, status FROM messages"):
-            out.setdefault(str(control), Counter())[str(status)] += 1
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        return out
-    finally:
-        db.close()
 
 
 @pytest.mark.slow
@@ -82,7 +70,8 @@ def test_store_disk_full_answers_207_then_recovers(tmp_path: Path, fault_logs: P
             assert serve.stop() == 0
         finally:
             serve.kill()
-        stored = statuses(serve.store)
+        stored = stored_statuses(serve.store)
+        assert integrity(serve.store) == "ok"
     # while full: no positive answer, HL7 error 207 (send again), 503 over HTTP
     assert full == [("AR", m.key, "207") for m in during]
     assert full_enhanced == ("CE", "PRPFX0002", "207")
@@ -128,6 +117,7 @@ def test_store_read_only_directory_refused_at_start_then_served(
         client.socket.settimeout(IO_TIMEOUT)
         assert answer(client, cbc_message("RO", 1).raw)[0] == "AA"
     assert serve.stop() == 0
-    stored = statuses(serve.store)
+    stored = stored_statuses(serve.store)
+    assert integrity(serve.store) == "ok"
     assert stored["RO000000"] == stored["RO000001"] == Counter({"accepted": 1})
     assert not (folder / "new.sqlite").exists()

@@ -3,45 +3,33 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, MAPPINGS
-
-PRPGATE = shutil.which("prpgate", path=str(Path(sys.executable).parent)) or "prpgate"
+from tests.conftest import FIXTURES, MAPPINGS, ndjson, run_prpgate
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PRPGATE, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PRPGATE_LOG_FORMAT": "json", "COLUMNS": "200", **(env or {})},
-        check=False,
-    )
+    """``prpgate *args`` with JSON logs on a wide terminal."""
+    return run_prpgate(*args, env={"PRPGATE_LOG_FORMAT": "json", "COLUMNS": "200", **(env or {})})
 
 
-def ndjson(text: str) -> list[dict[str, object]]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+def replay_json(
+    tmp_path: Path, *inputs: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``prpgate replay --json`` of ``inputs`` into a new store in ``tmp_path``, with the
+    repository's mappings."""
+    store = str(tmp_path / "s.sqlite")
+    paths = [str(p) for p in inputs]
+    return run("replay", "--store", store, "--mappings", str(MAPPINGS), "--json", *paths, env=env)
 
 
 def test_cli_replay_json_writes_resources_then_summary(tmp_path: Path) -> None:
-    proc = run(
-        "replay",
-        "--store",
-        str(tmp_path / "s.sqlite"),
-        "--mappings",
-        str(MAPPINGS),
-        "--json",
-        str(FIXTURES / "cbc_high_wbc.hl7"),
-    )
+    proc = replay_json(tmp_path, FIXTURES / "cbc_high_wbc.hl7")
     assert proc.returncode == 0, proc.stderr
     lines = ndjson(proc.stdout)
     assert [line.get("resourceType") for line in lines] == ["DetectedIssue", "Flag", None]
@@ -53,15 +41,7 @@ def test_cli_replay_json_writes_resources_then_summary(tmp_path: Path) -> None:
 
 
 def test_cli_replay_json_reports_every_state_change_in_order(tmp_path: Path) -> None:
-    proc = run(
-        "replay",
-        "--store",
-        str(tmp_path / "s.sqlite"),
-        "--mappings",
-        str(MAPPINGS),
-        "--json",
-        str(FIXTURES / "correction.hl7"),
-    )
+    proc = replay_json(tmp_path, FIXTURES / "correction.hl7")
     lines = ndjson(proc.stdout)[:-1]
     assert [(r["resourceType"], r["status"]) for r in lines] == [
         ("DetectedIssue", "final"),
@@ -160,16 +140,7 @@ def _patient_strings() -> list[str]:
 def test_cli_logs_carry_no_patient_data_by_default(tmp_path: Path) -> None:
     secrets = _patient_strings()
     assert len(secrets) > 300  # the grep list was read
-    proc = run(
-        "replay",
-        "--store",
-        str(tmp_path / "s.sqlite"),
-        "--mappings",
-        str(MAPPINGS),
-        "--json",
-        str(FIXTURES),
-        env={"PRPGATE_LOG_LEVEL": "debug"},
-    )
+    proc = replay_json(tmp_path, FIXTURES, env={"PRPGATE_LOG_LEVEL": "debug"})
     logs = proc.stderr
     assert '"event": "message"' in logs  # logging did happen
     leaked = [s for s in secrets if s in logs]

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import FIXTURES, MAPPINGS
+from tests.conftest import FIXTURES, MAPPINGS, run_prpgate
 from tests.fhirserver.process import FhirServer
 
-PRPGATE = shutil.which("prpgate", path=str(Path(sys.executable).parent)) or "prpgate"
 FAST_ENV = {
     "PRPGATE_DELIVERY_BACKOFF_BASE": "0.05",
     "PRPGATE_DELIVERY_BACKOFF_CAP": "0.3",
@@ -29,20 +25,9 @@ FAST_ENV = {
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PRPGATE, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={
-            **os.environ,
-            "PRPGATE_LOG_FORMAT": "json",
-            "COLUMNS": "200",
-            **FAST_ENV,
-            **(env or {}),
-        },
-        check=False,
-    )
+    """``prpgate *args`` with JSON logs on a wide terminal, delivery's waits shortened."""
+    cli = {"PRPGATE_LOG_FORMAT": "json", "COLUMNS": "200", **FAST_ENV}
+    return run_prpgate(*args, env={**cli, **(env or {})}, timeout=60)
 
 
 def as_json(proc: subprocess.CompletedProcess[str]) -> Any:

@@ -13,8 +13,8 @@ import pytest
 from prpgate.core.pipeline import Engine
 from prpgate.replay import replay
 from prpgate.store.sqlite import SqliteStore
-from tests.conftest import MAPPINGS, ROOT, FixedClock
-from tests.integration.test_cli import ndjson, run
+from tests.conftest import MAPPINGS, ROOT, FixedClock, ndjson
+from tests.integration.test_cli import replay_json, run
 
 FHIR_FIXTURES = ROOT / "fixtures-fhir"
 Row = tuple[str, str, str, str]
@@ -78,16 +78,7 @@ def _patient_strings() -> list[str]:
 def test_fhir_fixture_cli_replay_json_and_logs_carry_no_patient_data(tmp_path: Path) -> None:
     secrets = _patient_strings()
     assert len(secrets) == 3 + 2 * 4  # the grep list was read
-    proc = run(
-        "replay",
-        "--store",
-        str(tmp_path / "s.sqlite"),
-        "--mappings",
-        str(MAPPINGS),
-        "--json",
-        str(FHIR_FIXTURES),
-        env={"PRPGATE_LOG_LEVEL": "debug"},
-    )
+    proc = replay_json(tmp_path, FHIR_FIXTURES, env={"PRPGATE_LOG_LEVEL": "debug"})
     assert proc.returncode == 0, proc.stderr
     lines = ndjson(proc.stdout)
     resources = [line for line in lines if "resourceType" in line]

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -30,11 +28,12 @@ from hl7.client import MLLPClient
 from prpgate.core import er7
 from prpgate.core.ack import read_context
 from prpgate.core.mllp import Deframer, Frame, frame
-from tests.conftest import FIXTURES, MAPPINGS, load
+from tests.conftest import FIXTURES, MAPPINGS, load, run_prpgate
+from tests.faults.serve_process import serve_environ, spawn_serve, wait_ready
 
 START_TIMEOUT = 30.0
 IO_TIMEOUT = 10.0
-BIN = Path(sys.executable).parent
+BIN = Path(sys.executable).parent  # python-hl7's mllp_send is installed beside prpgate
 
 
 @dataclass
@@ -63,40 +62,9 @@ def start_server(tmp_path: Path, name: str = "serve", **env: str) -> Server:
     store = tmp_path / "store.sqlite"
     ready = tmp_path / f"{name}.ready.json"
     log = tmp_path / f"{name}.log"
-    ready.unlink(missing_ok=True)
-    environ = {
-        **os.environ,
-        "PRPGATE_MAPPINGS": str(MAPPINGS),
-        "PRPGATE_LOG_FORMAT": "json",
-        "PRPGATE_LOG_LEVEL": "debug",
-        **env,
-    }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "prpgate"),
-                "serve",
-                "--store",
-                str(store),
-                "--port",
-                "0",
-                "--http-port",
-                "0",
-                "--ready-file",
-                str(ready),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=environ,
-        )
-    deadline = time.monotonic() + START_TIMEOUT
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait(timeout=START_TIMEOUT)
-            raise AssertionError(f"prpgate serve did not start:\n{log.read_text()}")
-        time.sleep(0.05)
-    ports = json.loads(ready.read_text())
+    options = ("--port", "0", "--http-port", "0")
+    proc = spawn_serve(store, ready, log, serve_environ(**env), *options)
+    ports = wait_ready(proc, ready, log)
     return Server(proc, ports["mllp_port"], ports["http_port"], store, log)
 
 
@@ -217,15 +185,13 @@ def test_serve_health_ready_and_metrics(tmp_path: Path) -> None:
 
 
 def test_serve_config_error_exits_2(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [str(BIN / "prpgate"), "serve", "--store", str(tmp_path / "s.sqlite"), "--port", "0"],
-        env={**os.environ, "PRPGATE_MAPPINGS": str(MAPPINGS), "PRPGATE_MLLP_TLS_CERT": "x.pem"},
-        capture_output=True,
+    proc = run_prpgate(
+        *("serve", "--store", str(tmp_path / "s.sqlite"), "--port", "0"),
+        env={"PRPGATE_MAPPINGS": str(MAPPINGS), "PRPGATE_MLLP_TLS_CERT": "x.pem"},
         timeout=START_TIMEOUT,
-        check=False,
     )
     assert proc.returncode == 2
-    assert b"mllp_tls_key" in proc.stderr
+    assert "mllp_tls_key" in proc.stderr
 
 
 # ---------------------------------------------------------- stop and crash

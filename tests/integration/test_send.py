@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +16,10 @@ import hl7
 import hl7.mllp
 import trustme
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, PRPGATE, ndjson, run_prpgate
 from tests.integration.test_mllp_serve import START_TIMEOUT, rows, serving
 from tests.integration.test_mllp_tls import write_pems
 
-PRPGATE = str(Path(sys.executable).parent / "prpgate")
 GOOD = sorted(str(p) for p in FIXTURES.glob("*.hl7"))
 # fixtures/README.md, "Bad inputs": code, HL7 table 0357 error code
 BAD = {
@@ -35,13 +32,12 @@ BAD = {
 }
 
 
-def send(*args: str, timeout: float = 120.0) -> tuple[int, list[dict[str, Any]], str]:
+def send(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> tuple[int, list[dict[str, Any]], str]:
     """Run ``prpgate send ... --json``: (exit code, per-message objects + summary, stderr)."""
-    proc = subprocess.run(
-        [PRPGATE, "send", *args, "--json"], capture_output=True, timeout=timeout, check=False
-    )
-    lines = [json.loads(ln) for ln in proc.stdout.decode().splitlines() if ln.strip()]
-    return proc.returncode, lines, proc.stderr.decode()
+    proc = run_prpgate("send", *args, "--json", env=env, timeout=timeout)
+    return proc.returncode, ndjson(proc.stdout), proc.stderr
 
 
 def by_name(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -205,11 +201,9 @@ def test_send_usage_errors_exit_2(tmp_path: Path) -> None:
         ["mllp://127.0.0.1:1", one, "-c", "0"],
         ["mllp://127.0.0.1:1", str(tmp_path)],  # an empty folder: nothing to send
     ):
-        proc = subprocess.run(
-            [PRPGATE, "send", *args], capture_output=True, timeout=60, check=False
-        )
+        proc = run_prpgate("send", *args, timeout=60)
         assert proc.returncode == 2, (args, proc.stderr)
-        assert b"error" in proc.stderr.lower() or b"usage" in proc.stderr.lower(), args
+        assert "error" in proc.stderr.lower() or "usage" in proc.stderr.lower(), args
 
 
 def test_send_dry_run_shows_what_would_be_sent_and_sends_nothing() -> None:

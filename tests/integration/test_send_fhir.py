@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,8 +17,8 @@ import httpx
 
 from tests.fhirserver.process import FhirServer, free_port
 from tests.integration.test_mllp_serve import rows, serving
+from tests.integration.test_send import send
 
-PRPGATE = str(Path(sys.executable).parent / "prpgate")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -78,18 +77,6 @@ def receiver(tmp_path: Path, *args: str) -> Iterator[str]:
             proc.kill()
             proc.wait(timeout=10)
         log.close()
-
-
-def send(*args: str, env: dict[str, str] | None = None) -> tuple[int, list[dict[str, Any]], str]:
-    proc = subprocess.run(
-        [PRPGATE, "send", *args, "--json"],
-        capture_output=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-    lines = [json.loads(ln) for ln in proc.stdout.decode().splitlines() if ln.strip()]
-    return proc.returncode, lines, proc.stderr.decode()
 
 
 def write(folder: Path, name: str, doc: object) -> None:

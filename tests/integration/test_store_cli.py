@@ -4,32 +4,17 @@ replay, explain, messages list, outbox list, deliver (to the test FHIR server)."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import FIXTURES, MAPPINGS, StoreSpec
+from tests.conftest import FIXTURES, MAPPINGS, StoreSpec, run_prpgate
 from tests.fhirserver.process import FhirServer
-
-PRPGATE = str(Path(sys.executable).parent / "prpgate")
 
 
 def run(spec: StoreSpec, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PRPGATE, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            **os.environ,
-            "PRPGATE_STORE_URL": spec.url,
-            "PRPGATE_MAPPINGS": str(MAPPINGS),
-            "PRPGATE_LOG_FORMAT": "json",
-            **env,
-        },
-        check=False,
-    )
+    """``prpgate *args`` on the store ``spec`` names, with JSON logs."""
+    store = {"PRPGATE_STORE_URL": spec.url, "PRPGATE_MAPPINGS": str(MAPPINGS)}
+    return run_prpgate(*args, env={**store, "PRPGATE_LOG_FORMAT": "json", **env})
 
 
 def test_commands_work_on_the_store_the_url_names(store_spec: StoreSpec, tmp_path: Path) -> None:

@@ -5,15 +5,12 @@ a store on an older schema is refused when migrations may not run."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -30,9 +27,8 @@ from prpgate.store.migrations import (
 )
 from prpgate.store.postgres_session import PostgresSession
 from prpgate.store.sqlite import SqliteSession
-from tests.conftest import FIXED_NOW, MAPPINGS, StoreSpec, load
+from tests.conftest import FIXED_NOW, MAPPINGS, StoreSpec, load, run_prpgate
 
-PRPGATE = str(Path(sys.executable).parent / "prpgate")
 V1_MESSAGES = ("cbc_high_wbc.hl7", "crp_inr.hl7", "two_patients.hl7")
 
 
@@ -65,14 +61,8 @@ def fill_v1(spec: StoreSpec, engine: Engine) -> list[Ingested]:
 
 
 def migrate_cli(spec: StoreSpec, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PRPGATE, "store", "migrate", "--json", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PRPGATE_STORE_URL": spec.url, "PRPGATE_MAPPINGS": str(MAPPINGS)},
-        check=False,
-    )
+    store = {"PRPGATE_STORE_URL": spec.url, "PRPGATE_MAPPINGS": str(MAPPINGS)}
+    return run_prpgate("store", "migrate", "--json", *args, env=store)
 
 
 def test_store_upgrade_from_version_1_keeps_every_row(

@@ -4,17 +4,14 @@ the JSON report, JUnit XML read back, and configuration errors naming file and k
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from junitparser import JUnitXml
 
 from tests.conftest import FIXTURES, MAPPINGS
+from tests.integration.test_cli import run
 
-PRPGATE = shutil.which("prpgate", path=str(Path(sys.executable).parent)) or "prpgate"
 EXPECTATIONS = Path(__file__).resolve().parent.parent / "expectations"
 CLEAN = [
     "cbc_normal.hl7",
@@ -26,17 +23,6 @@ CLEAN = [
     "preliminary_then_final.hl7",
     "two_patients.hl7",
 ]
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PRPGATE, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PRPGATE_LOG_FORMAT": "json", "COLUMNS": "200"},
-        check=False,
-    )
 
 
 def fixtures(*names: str) -> list[str]:
