@@ -8,11 +8,11 @@ AR/CR, recorded as rejected with its bytes and no retransmit key) and never proc
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from prpgate.core.fhir_request import looks_like_fhir
-from prpgate.core.pipeline import ErrorInfo, content_hash
+from prpgate.core.pipeline import ErrorInfo
+from prpgate.listeners.mllp_records import refused_record
 from prpgate.ports import MessageRecord
 
 __all__ = ["not_hl7", "not_hl7_record"]
@@ -38,21 +38,11 @@ def not_hl7_record(
 
     ``answered`` is the MSA-1 code sent back (``""`` when none was asked for).
     """
-    return MessageRecord(
-        received_at=received_at.isoformat(),
+    return refused_record(
+        data,
         source=source,
-        raw=data,
-        content_hash=content_hash(data),
-        sending_application="",
-        sending_facility="",
-        control_id="",
-        message_type="",
-        version="",
-        status="rejected",
-        ack_code=answered,
-        errors=json.dumps(
-            [{"code": error.code, "location": error.location, "reason": error.reason}],
-            ensure_ascii=False,
-        ),
-        summary=json.dumps({"not_hl7": True, "bytes": len(data)}),
+        received_at=received_at,
+        answered=answered,
+        errors=[{"code": error.code, "location": error.location, "reason": error.reason}],
+        summary={"not_hl7": True, "bytes": len(data)},
     )
