@@ -168,14 +168,13 @@ async def drive(port: int, msgs: list[bytes], conns: int, rate: float | None) ->
             for k, s in enumerate(share)
         )
     )
-    seconds = time.perf_counter() - t0
+    return figures(len(msgs), time.perf_counter() - t0, latencies)
+
+
+def figures(n: int, seconds: float, latencies: list[float]) -> dict[str, float]:
+    """Messages per second, latency percentiles (ms) and the count, of one run."""
     q = statistics.quantiles(latencies, n=100)
-    return {
-        "msgs_per_s": len(msgs) / seconds,
-        "p50_ms": q[49] * 1000,
-        "p99_ms": q[98] * 1000,
-        "n": len(msgs),
-    }
+    return {"msgs_per_s": n / seconds, "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "n": n}
 
 
 # ------------------------------------------- prpgate send as the load generator
@@ -192,16 +191,10 @@ async def send_drive(
     )
     t0 = time.perf_counter()
     results, _ = await send_mllp(MllpTarget("127.0.0.1", port), out, options)
-    seconds = time.perf_counter() - t0
     latencies = [r.latency for r in results if r.latency is not None]
-    q = statistics.quantiles(latencies, n=100)
-    return {
-        "msgs_per_s": len(msgs) / seconds,
-        "p50_ms": q[49] * 1000,
-        "p99_ms": q[98] * 1000,
-        "n": len(msgs),
-        "not_positive": sum(1 for r in results if not r.positive),
-    }
+    out = figures(len(msgs), time.perf_counter() - t0, latencies)
+    out["not_positive"] = sum(1 for r in results if not r.positive)
+    return out
 
 
 def send_ceiling(base: Path, n: int, env: dict[str, str]) -> dict[str, dict[str, float]]:
