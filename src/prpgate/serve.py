@@ -490,7 +490,7 @@ async def serve(
     clock = clock or SystemClock()
     stop = stop or asyncio.Event()
     metrics = ServeMetrics()
-    store = open_store(settings)
+    store = open_store(settings, long_running=True)
     writer = StoreWriter(store, engine, max_batch=settings.commit_batch, metrics=metrics)
     await writer.start()
     listener = MllpListener(

@@ -63,11 +63,15 @@ def store_location(settings: Settings) -> StoreLocation:
     )
 
 
-def open_store(settings: Settings, *, migrate: bool | None = None) -> StoreBackend:
+def open_store(
+    settings: Settings, *, migrate: bool | None = None, long_running: bool = False
+) -> StoreBackend:
     """The configured store, open, at this build's schema version.
 
     ``migrate`` (default: the ``store_migrate`` setting) applies pending migrations;
-    without it an older store is refused. Raises ConfigError (bad URL) or StoreError.
+    without it an older store is refused. ``long_running`` (a server's writer): SQLite
+    checkpoints its WAL from a background thread instead of inside commits. Raises
+    ConfigError (bad URL) or StoreError.
     """
     where = store_location(settings)
     apply = settings.store_migrate if migrate is None else migrate
@@ -75,7 +79,12 @@ def open_store(settings: Settings, *, migrate: bool | None = None) -> StoreBacke
         from prpgate.store.sqlite import SqliteStore
 
         assert where.path is not None
-        return SqliteStore(where.path, durable=settings.durable, migrate=apply)
+        return SqliteStore(
+            where.path,
+            durable=settings.durable,
+            migrate=apply,
+            background_checkpoints=long_running,
+        )
     from prpgate.store.postgres import PostgresStore
 
     return PostgresStore(

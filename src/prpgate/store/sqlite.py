@@ -23,6 +23,7 @@ from prpgate.ports import MessageRecord, PriorMessage
 from prpgate.store.migrations import SCHEMA_VERSION, migrate_sqlite
 from prpgate.store.rows import message_values, stored_outputs, stored_results
 from prpgate.store.sql_reads import SqlReads
+from prpgate.store.sqlite_checkpoint import Checkpointer
 from prpgate.store.sqlite_outbox import SqliteOutboxMixin
 
 __all__ = ["SCHEMA_VERSION", "SqliteSession", "SqliteStore", "patient_hash"]
@@ -200,8 +201,16 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
     migrations are applied on open; ``migrate=False`` refuses an older store instead.
     """
 
-    def __init__(self, path: str | Path, *, durable: bool = True, migrate: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        durable: bool = True,
+        migrate: bool = True,
+        background_checkpoints: bool = False,
+    ) -> None:
         self.path = Path(path)
+        self._checkpointer: Checkpointer | None = None
         try:
             if self.path.parent != Path():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,6 +222,11 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=10000")
             migrate_sqlite(self._db, apply=migrate)
+            if background_checkpoints:
+                # commits never checkpoint themselves; a thread does it (sqlite_checkpoint)
+                self._db.execute("PRAGMA wal_autocheckpoint=0")
+                self._checkpointer = Checkpointer(self.path)
+                self._checkpointer.start()
         except (sqlite3.Error, OSError) as exc:
             folder = self.path.parent
             writable = not folder.is_dir() or os.access(folder, os.W_OK)
@@ -246,7 +260,9 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
             raise StoreError(f"commit failed: {exc}") from exc
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (after the background checkpointer's last checkpoint)."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self._db.close()
 
     # --- connections for the statements both SQL stores share (SqlAccess) -----
