@@ -4,10 +4,10 @@ A frozen dataclass's generated ``__init__`` sets each field with
 ``object.__setattr__(self, name, value)``: a global lookup, an attribute lookup and
 a generic call per field, because the class's own ``__setattr__`` refuses writes.
 The values of the hot path (a ``LabResult`` per OBX, a ``Judgement`` per rule and
-result, ...) are made tens of times per message, and that cost was a fifth of the
-pipeline's. ``fast_init`` gives such a class an ``__init__`` that writes each slot
-through its member descriptor instead: same parameters, defaults and result, the
-class stays frozen, about half the time.
+result, ...) are made tens of times per message, and their construction was a
+large share of the pipeline's time. ``fast_init`` gives such a class an ``__init__``
+that writes each slot through its member descriptor instead: same parameters,
+defaults and result, the class stays frozen, about half the time.
 """
 
 from __future__ import annotations
