@@ -196,13 +196,15 @@ def _mllp(f: dict[str, Any]) -> list[Row]:
         )
     )
     for c in ("c1", "c8"):
-        if f"mirror_{c}_msgs_per_s" in f:
+        if f"mirror_send_{c}_msgs_per_s" in f:
+            send, bare = f[f"mirror_send_{c}_msgs_per_s"], f[f"mirror_bare_{c}_msgs_per_s"]
             rows.append(
                 (
-                    f"prpgate send's own ceiling against an echo server, {c[1:]} conn., msgs/s",
-                    _n(f[f"mirror_{c}_msgs_per_s"]),
-                    "",
-                    "",
+                    f"prpgate send (the load generator) against an echo server, {c[1:]} conn., "
+                    "msgs/s",
+                    _n(send),
+                    f"minimal client {_n(bare)}",
+                    f"{send / bare:.2f}×",
                 )
             )
     return rows
@@ -304,7 +306,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter runs of every benchmark")
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
+    parser.add_argument(
+        "--render", action="store_true", help="rewrite results.md from results.json, run nothing"
+    )
     args = parser.parse_args()
+    if args.render:
+        results = json.loads((BENCH / "results.json").read_text())
+        (BENCH / "results.md").write_text(render(results))
+        return 0
     only = {x for x in args.only.split(",") if x}
     t0 = time.time()
     results: dict[str, Any] = {
