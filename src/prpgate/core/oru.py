@@ -221,6 +221,7 @@ class _Walk:
     authorities: Mapping[str, str]
     system_base: str
     default_offset: str
+    kinds: _ObxKinds
     patient: Patient | None = None
     order: _Order | None = None
     waiting: list[er7.Segment] = field(default_factory=list)
@@ -253,6 +254,7 @@ def read_oru(
         authorities=assigning_authorities or {},
         system_base=identifier_system_base.rstrip("/"),
         default_offset=default_offset,
+        kinds=_kinds_for(msg.delimiters),
         warnings=[*msg.warnings, *warnings],
     )
     for seg in msg.segments[1:]:
@@ -453,18 +455,29 @@ class _ObxKind:
     status: ResultStatus | None  # None: OBX-11 is empty, OBR-25 decides
 
 
-_OBX_KINDS: dict[tuple[str, str, str, str, str, str, er7.Delimiters], _ObxKind] = {}
-_OBX_KINDS_LIMIT = 8192  # distinct kinds kept before the memo starts afresh
+_ObxKinds = dict[tuple[str, str, str, str, str, str], _ObxKind]
+# per delimiters (looked up once per message, not hashed again per OBX), then per text
+_OBX_KINDS: dict[er7.Delimiters, _ObxKinds] = {}
+_OBX_KINDS_LIMIT = 8192  # distinct kinds kept per delimiters before the memo starts afresh
 
 
-def _obx_kind(f: tuple[str, ...], d: er7.Delimiters) -> _ObxKind:
-    key = (f[2], f[3], f[6], f[7], f[8], f[11], d)
-    kind = _OBX_KINDS.get(key)
+def _kinds_for(d: er7.Delimiters) -> _ObxKinds:
+    kinds = _OBX_KINDS.get(d)
+    if kinds is None:
+        if len(_OBX_KINDS) >= 64:  # senders use a handful of delimiter sets
+            _OBX_KINDS.clear()
+        kinds = _OBX_KINDS[d] = {}
+    return kinds
+
+
+def _obx_kind(f: tuple[str, ...], d: er7.Delimiters, kinds: _ObxKinds) -> _ObxKind:
+    key = (f[2], f[3], f[6], f[7], f[8], f[11])
+    kind = kinds.get(key)
     if kind is None:
         kind = _decode_obx_kind(f, d)
-        if len(_OBX_KINDS) >= _OBX_KINDS_LIMIT:
-            _OBX_KINDS.clear()
-        _OBX_KINDS[key] = kind
+        if len(kinds) >= _OBX_KINDS_LIMIT:
+            kinds.clear()
+        kinds[key] = kind
     return kind
 
 
@@ -523,7 +536,7 @@ def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
     f = seg.fields
     if len(f) < _OBX_FIELDS:
         f = f + ("",) * (_OBX_FIELDS - len(f))
-    kind = _obx_kind(f, d)
+    kind = _obx_kind(f, d, walk.kinds)
     if not kind.codes:
         walk.problems.append(
             Problem(f"OBX[{seg.index}]-3", "OBX-3 observation identifier is empty", 101)
