@@ -325,18 +325,19 @@ class Mapper:
                 folded=_fold_unambiguous(s.units),
             )
         self._resolved: dict[tuple[str, str, str], _Unit | ValueProblem] = {}
-        # codes -> analyte, per sender: a lab sends the same codes again and again, and the
-        # reader hands out the same codes tuple for the same OBX-3 (core/oru.py), so the
-        # memo is keyed by that tuple's identity (held in the entry, so the id stays its)
+        # codes -> analyte, per sending facility: a lab sends the same codes again and
+        # again, and the reader hands out the same codes tuple for the same OBX-3
+        # (core/oru.py), so the memo is keyed by that tuple's identity (held in the
+        # entry, so the id stays its)
         self._analyte_memo: dict[
-            tuple[str, str, int], tuple[tuple[Coding, ...], str | ValueProblem]
+            tuple[str, int], tuple[tuple[Coding, ...], str | ValueProblem]
         ] = {}
 
     # -- analyte ------------------------------------------------------------------
 
     def _analyte_of(self, result: LabResult, sender: _Sender) -> str | ValueProblem:
         codes = result.codes
-        key = (sender.facility, result.sending_facility, id(codes))
+        key = (result.sending_facility, id(codes))  # the sender follows from the facility
         entry = self._analyte_memo.get(key)
         if entry is not None and entry[0] is codes:
             return entry[1]
