@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from prpgate.core.fhir_check import ShapeChecker
+from prpgate.core.json_text import interleave
 from prpgate.errors import BuildError
 
 MODELS: dict[str, Any] = {"DetectedIssue": DetectedIssue, "Flag": Flag}
@@ -151,3 +153,62 @@ def test_checker_agrees_with_the_model_on_mutated_values(data: st.DataObject) ->
     for path in data.draw(st.lists(st.sampled_from(paths), min_size=1, max_size=3)):
         mutated = _replaced(mutated, path, data.draw(_TEXT))
     assert _checker_accepts(checker, mutated) == _model_accepts(mutated)
+
+
+def _composed(
+    resource: dict[str, Any], paths: list[tuple[Any, ...]]
+) -> tuple[list[str], list[str]]:
+    """(parts, values) composing ``resource``'s compact text with the strings at
+    ``paths`` as the value slots, in text order."""
+    marked = resource
+    for i, path in enumerate(paths):
+        marked = _replaced(marked, path, f"@@{i}@@")
+    pieces = re.split(r'"@@(\d+)@@"', _compact(marked))
+    order = [int(i) for i in pieces[1::2]]
+    values = []
+    for i in order:
+        node: Any = resource
+        for step in paths[i]:
+            node = node[step]
+        values.append(node)
+    return pieces[0::2], values
+
+
+def test_composed_check_learns_parts_once_and_checks_their_values() -> None:
+    checker = ShapeChecker(MODELS)
+    # in text order: id, patient, identifiedDateTime, detail
+    paths = [("id",), ("patient", "identifier", "value"), ("identifiedDateTime",), ("detail",)]
+    parts, values = _composed(ISSUE, paths)
+    assert interleave(parts, values) == _compact(ISSUE)
+    checker.check_composed(parts, values)
+    checker.check_composed(parts, ["prp-di-x", "MRN78", "2026-02-03", "other text"])
+    assert checker.shapes == 1
+    with pytest.raises(BuildError):
+        checker.check_composed(parts, ["prp-di-x", "MRN78", "next tuesday", "other text"])
+    with pytest.raises(BuildError):
+        checker.check_composed(parts, ["an id with spaces", "MRN78", "2026-02-03", "t"])
+    with pytest.raises(BuildError):
+        checker.check_composed(parts, ["prp-di-x", "MRN78", "2026-02-03", ""])
+    # other parts are other text: learnt (and here refused) on their own
+    bad_parts = [p.replace('"status":"final"', '"colour":"final"') for p in parts]
+    assert bad_parts != parts
+    with pytest.raises(BuildError):
+        checker.check_composed(bad_parts, values)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_composed_check_agrees_with_the_model_on_mutated_values(data: st.DataObject) -> None:
+    checker = ShapeChecker(MODELS)
+    base = data.draw(st.sampled_from([ISSUE, FLAG]))
+    all_paths = _string_paths(base)
+    paths = data.draw(st.lists(st.sampled_from(all_paths), min_size=1, max_size=5, unique=True))
+    parts, values = _composed(base, paths)
+    checker.check_composed(parts, values)  # learn the slots from a valid resource
+    mutated = [data.draw(_TEXT) if data.draw(st.booleans()) else v for v in values]
+    try:
+        checker.check_composed(parts, mutated)
+        accepted = True
+    except BuildError:
+        accepted = False
+    assert accepted == _model_accepts(json.loads(interleave(parts, mutated)))

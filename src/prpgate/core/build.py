@@ -18,7 +18,7 @@ from fhir.resources.R4B.detectedissue import DetectedIssue
 from fhir.resources.R4B.flag import Flag
 
 from prpgate.core.fhir_check import ShapeChecker
-from prpgate.core.json_text import compact
+from prpgate.core.json_text import compact, interleave
 from prpgate.core.model import Coding, Normalised, PatientId
 from prpgate.core.rules import FlagChange, IssueChange
 from prpgate.errors import BuildError
@@ -26,11 +26,15 @@ from prpgate.errors import BuildError
 __all__ = [
     "BuildError",
     "Deployment",
+    "Draft",
     "build_flag",
     "build_issue",
+    "draft_flag",
+    "draft_issue",
     "flag_identifier",
     "issue_identifier",
     "resource_id",
+    "validate_draft",
     "validate_resource",
 ]
 
@@ -75,6 +79,15 @@ def resource_id(kind: str, identifier: str) -> str:
 
 # A memo of what the R4B models said about each shape of output (see core/fhir_check.py).
 _CHECKER = ShapeChecker({"DetectedIssue": DetectedIssue, "Flag": Flag})
+
+
+def validate_draft(draft: Draft) -> None:
+    """Validate a built resource like ``validate_resource``; a composed one by its
+    value slots once its parts are known (``ShapeChecker.check_composed``)."""
+    if draft.parts:
+        _CHECKER.check_composed(draft.parts, draft.values)
+    else:
+        _CHECKER.check(draft.text)
 
 
 def validate_resource(resource_json: str) -> None:
@@ -134,10 +147,6 @@ _FLAG_CATEGORY_JSON = compact(
 )
 
 
-def _patient_ref(patient: PatientId) -> str:
-    return f'{{"identifier":{{"system":{_q(patient.system)},"value":{_q(patient.value)}}}}}'
-
-
 def _coding(c: Coding) -> dict[str, str]:
     out = {"system": c.system, "code": c.code}
     if c.display:
@@ -145,26 +154,74 @@ def _coding(c: Coding) -> dict[str, str]:
     return out
 
 
-def _result_ref(frags: _Fragments, n: Normalised) -> str:
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A resource's compact JSON text and how it was composed: ``text`` is
+    ``interleave(parts, values)``; ``parts`` is empty for text built another way.
+    ``validate_draft`` checks it."""
+
+    text: str
+    parts: tuple[str, ...]
+    values: tuple[str, ...]
+
+
+class _Composer:
+    """Collects the fixed JSON text and the string values of one resource, in order."""
+
+    __slots__ = ("_fixed", "parts", "values")
+
+    def __init__(self, fixed: str) -> None:
+        self._fixed = [fixed]
+        self.parts: list[str] = []
+        self.values: list[str] = []
+
+    def fixed(self, text: str) -> None:
+        self._fixed.append(text)
+
+    def value(self, value: str) -> None:
+        self.parts.append("".join(self._fixed))
+        self._fixed = []
+        self.values.append(value)
+
+    def draft(self) -> Draft:
+        parts = (*self.parts, "".join(self._fixed))
+        return Draft(interleave(parts, self.values), parts, tuple(self.values))
+
+
+def _patient_ref(c: _Composer, patient: PatientId) -> None:
+    c.fixed('{"identifier":{"system":')
+    c.value(patient.system)
+    c.fixed(',"value":')
+    c.value(patient.value)
+    c.fixed("}}")
+
+
+def _result_ref(c: _Composer, frags: _Fragments, n: Normalised) -> None:
     r = n.result
     unit = f" {r.unit_text}" if r.unit_text else ""
-    display = f"{n.analyte} {r.comparator_text}{r.value_text}{unit}".strip()
-    return (
-        f'{{"identifier":{{"system":{frags.result_system},"value":{_q(r.key.text)}}},'
-        f'"display":{_q(display)}}}'
-    )
+    c.fixed(f'{{"identifier":{{"system":{frags.result_system},"value":')
+    c.value(r.key.text)
+    c.fixed('},"display":')
+    c.value(f"{n.analyte} {r.comparator_text}{r.value_text}{unit}".strip())
+    c.fixed("}")
 
 
-def _evidence_code(n: Normalised) -> str:
-    loinc = [c for c in n.result.codes if c.system.upper() in _LOINC_SYSTEMS]
+def _evidence_code(c: _Composer, n: Normalised) -> None:
+    loinc = [x for x in n.result.codes if x.system.upper() in _LOINC_SYSTEMS]
     chosen = loinc[0] if loinc else n.result.codes[0]
     system = "http://loinc.org" if loinc else chosen.system
-    coding: dict[str, str] = (
-        {"system": system, "code": chosen.code} if system else {"code": chosen.code}
-    )
+    c.fixed('[{"coding":[{')
+    if system:
+        c.fixed('"system":')
+        c.value(system)
+        c.fixed(',"code":')
+    else:
+        c.fixed('"code":')
+    c.value(chosen.code)
     if chosen.display:
-        coding["display"] = chosen.display
-    return compact([{"coding": [coding]}])
+        c.fixed(',"display":')
+        c.value(chosen.display)
+    c.fixed("}]}]")
 
 
 def build_issue(
@@ -175,31 +232,56 @@ def build_issue(
     detail: str,
     identified: str,
 ) -> tuple[str, str]:
-    """Build (identifier, JSON) of the DetectedIssue a change asks for.
+    """Build (identifier, JSON) of the DetectedIssue a change asks for (see ``draft_issue``)."""
+    ident, draft = draft_issue(dep, change, patient=patient, detail=detail, identified=identified)
+    return ident, draft.text
+
+
+def draft_issue(
+    dep: Deployment,
+    change: IssueChange,
+    *,
+    patient: PatientId,
+    detail: str,
+    identified: str,
+) -> tuple[str, Draft]:
+    """Build (identifier, draft) of the DetectedIssue a change asks for.
 
     A retraction (``status`` entered-in-error) keeps the stored resource and changes
     only its status; a final issue is built from the judgement. The pipeline
-    validates what it emits with ``validate_resource``.
+    validates what it emits with ``validate_draft``.
     """
     if change.status == "entered-in-error" and change.existing is not None:
         retracted: dict[str, Any] = json.loads(change.existing.resource)
         retracted["status"] = "entered-in-error"
-        return change.existing.identifier, compact(retracted)
+        return change.existing.identifier, Draft(compact(retracted), (), ())
     assert change.judgement is not None
     assert change.normalised is not None
     j, n, rule = change.judgement, change.normalised, change.rule
     assert j.severity is not None
     frags = _fragments(dep, rule.id, rule.display, rule.flag_text)
     ident = issue_identifier(patient.key, rule.id, change.result_key)
-    ref = _result_ref(frags, n)
-    when = f',"identifiedDateTime":{_q(identified)}' if identified else ""
-    return ident, (
-        f'{{"resourceType":"DetectedIssue","id":{_q(resource_id("DetectedIssue", ident))},'
-        f'"identifier":[{{"system":{frags.issue_system},"value":{_q(ident)}}}],'
-        f'"status":"final","code":{frags.issue_code},"severity":{_q(j.severity.value)},'
-        f'"patient":{_patient_ref(patient)}{when},"implicated":[{ref}],'
-        f'"evidence":[{{"code":{_evidence_code(n)},"detail":[{ref}]}}],"detail":{_q(detail)}}}'
-    )
+    c = _Composer('{"resourceType":"DetectedIssue","id":')
+    c.value(resource_id("DetectedIssue", ident))
+    c.fixed(f',"identifier":[{{"system":{frags.issue_system},"value":')
+    c.value(ident)
+    c.fixed(f'}}],"status":"final","code":{frags.issue_code},"severity":')
+    c.value(j.severity.value)
+    c.fixed(',"patient":')
+    _patient_ref(c, patient)
+    if identified:
+        c.fixed(',"identifiedDateTime":')
+        c.value(identified)
+    c.fixed(',"implicated":[')
+    _result_ref(c, frags, n)
+    c.fixed('],"evidence":[{"code":')
+    _evidence_code(c, n)
+    c.fixed(',"detail":[')
+    _result_ref(c, frags, n)
+    c.fixed(']}],"detail":')
+    c.value(detail)
+    c.fixed("}")
+    return ident, c.draft()
 
 
 def build_flag(
@@ -209,7 +291,19 @@ def build_flag(
     patient: PatientId,
     issue_ident: str,
 ) -> tuple[str, str]:
-    """Build (identifier, JSON) of the patient's Flag for a rule after a state change.
+    """Build (identifier, JSON) of the patient's Flag for a rule (see ``draft_flag``)."""
+    ident, draft = draft_flag(dep, change, patient=patient, issue_ident=issue_ident)
+    return ident, draft.text
+
+
+def draft_flag(
+    dep: Deployment,
+    change: FlagChange,
+    *,
+    patient: PatientId,
+    issue_ident: str,
+) -> tuple[str, Draft]:
+    """Build (identifier, draft) of the patient's Flag for a rule after a state change.
 
     Activation writes a fresh period starting at ``change.since`` and points
     flag-detail at the DetectedIssue ``issue_ident``; deactivation keeps the stored
@@ -224,14 +318,23 @@ def build_flag(
         period = resource.setdefault("period", {})
         if change.since:
             period["end"] = change.since
-        return change.existing.identifier, compact(resource)
+        return change.existing.identifier, Draft(compact(resource), (), ())
     frags = _fragments(dep, rule.id, rule.display, rule.flag_text)
-    period = f',"period":{{"start":{_q(change.since)}}}' if change.since else ""
-    return ident, (
-        f'{{"resourceType":"Flag","id":{_q(resource_id("Flag", ident))},'
-        f'"extension":[{{"url":{_q(_FLAG_DETAIL)},"valueReference":{{"identifier":'
-        f'{{"system":{frags.issue_system},"value":{_q(issue_ident)}}},"type":"DetectedIssue"}}}}],'
-        f'"identifier":[{{"system":{frags.flag_system},"value":{_q(ident)}}}],'
-        f'"status":"active","category":{_FLAG_CATEGORY_JSON},"code":{frags.flag_code},'
-        f'"subject":{_patient_ref(patient)}{period}}}'
+    c = _Composer('{"resourceType":"Flag","id":')
+    c.value(resource_id("Flag", ident))
+    c.fixed(
+        f',"extension":[{{"url":{_q(_FLAG_DETAIL)},"valueReference":{{"identifier":'
+        f'{{"system":{frags.issue_system},"value":'
     )
+    c.value(issue_ident)
+    c.fixed(f'}},"type":"DetectedIssue"}}}}],"identifier":[{{"system":{frags.flag_system},"value":')
+    c.value(ident)
+    c.fixed(f'}}],"status":"active","category":{_FLAG_CATEGORY_JSON},"code":{frags.flag_code},')
+    c.fixed('"subject":')
+    _patient_ref(c, patient)
+    if change.since:
+        c.fixed(',"period":{"start":')
+        c.value(change.since)
+        c.fixed("}")
+    c.fixed("}")
+    return ident, c.draft()

@@ -30,11 +30,12 @@ import json
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from prpgate.core.json_text import interleave
 from prpgate.errors import BuildError
 
 __all__ = ["ShapeChecker"]
@@ -64,6 +65,13 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
+def _split(text: str) -> tuple[str, list[str]]:
+    """(shape, raw string values) of compact JSON text: the shape keeps keys, structure
+    and non-string values, with the delimiter before each string value."""
+    parts = (_ESCAPED if "\\" in text else _PLAIN).split(text)
+    return "$".join(parts[0::3]) + "|" + "".join(parts[1::3]), parts[2::3]
+
+
 def _decoded(raw: str) -> str:
     """A JSON string literal's content as text (escapes decoded only where present)."""
     return json.loads(f'"{raw}"') if "\\" in raw else raw
@@ -83,6 +91,8 @@ class ShapeChecker:
         self._index: dict[object, int] = {}
         self._known: set[tuple[int, str]] = set()
         self._fields: dict[type[BaseModel], dict[str, tuple[str, Any]]] = {}
+        self._slot_plans: dict[tuple[str, ...], tuple[int, ...]] = {}
+        self._known_values: set[tuple[int, str]] = set()
 
     @property
     def shapes(self) -> int:
@@ -95,10 +105,7 @@ class ShapeChecker:
 
         Raises BuildError (with the model's account of what is wrong) when it is invalid.
         """
-        parts = (_ESCAPED if "\\" in text else _PLAIN).split(text)
-        values = parts[2::3]
-        # keys, structure and non-string values stay, with the delimiter of each value
-        shape = "$".join(parts[0::3]) + "|" + "".join(parts[1::3])
+        shape, values = _split(text)
         plan = self._plans.get(shape)
         if plan is None:
             plan = self._learn(text)
@@ -119,6 +126,52 @@ class ShapeChecker:
             if len(known) >= _MAX_KNOWN:
                 known.clear()
             known.add((index, raw))
+
+    def check_composed(self, parts: Sequence[str], values: Sequence[str]) -> None:
+        """Validate the resource ``interleave(parts, values)`` (compact JSON text whose
+        every item of ``values`` is one whole string value, ``parts`` the JSON between).
+
+        The first resource composed from given ``parts`` is checked as ``check`` would,
+        and the R4B type of each value's slot is learnt from it; later ones with the
+        same parts have only their values validated, by those types: the parts are the
+        same text, so the shape and its constant values are the ones already checked.
+        Raises BuildError like ``check``.
+        """
+        key = tuple(parts)
+        plan = self._slot_plans.get(key)
+        if plan is None:
+            text = interleave(parts, values)
+            self.check(text)
+            learnt = self._learn_slots(parts, len(values), text)
+            if learnt is not None and len(self._slot_plans) < _MAX_SHAPES:
+                self._slot_plans[key] = learnt
+            return
+        known = self._known_values
+        validators = self._validators
+        for index, value in zip(plan, values, strict=True):
+            if (index, value) in known:
+                continue
+            try:
+                validators[index](value)
+            except ValidationError:
+                self._validate_model(json.loads(interleave(parts, values)))
+                raise BuildError("a value is not valid for its R4B type") from None
+            if len(known) >= _MAX_KNOWN:
+                known.clear()
+            known.add((index, value))
+
+    def _learn_slots(self, parts: Sequence[str], count: int, text: str) -> tuple[int, ...] | None:
+        """The validator index of each value slot of ``parts``, read off the shape plan
+        of ``text`` (just checked); None where the slots cannot be told apart."""
+        shape, _ = _split(text)
+        plan = self._plans.get(shape)
+        markers = [f"@prpgate-slot-{i}@" for i in range(count)]
+        marked_shape, marked_values = _split(interleave(parts, markers))
+        if plan is None or marked_shape != shape or len(marked_values) != len(plan):
+            return None
+        if any(marked_values.count(m) != 1 for m in markers):
+            return None
+        return tuple(plan[marked_values.index(m)] for m in markers)
 
     # -- learning a shape ------------------------------------------------------------
 

@@ -20,10 +20,11 @@ from typing import Any, Protocol
 from prpgate.core import er7
 from prpgate.core.build import (
     Deployment,
-    build_flag,
-    build_issue,
+    Draft,
+    draft_flag,
+    draft_issue,
     issue_identifier,
-    validate_resource,
+    validate_draft,
 )
 from prpgate.core.explanation import explain_results, issue_detail
 from prpgate.core.fhir_request import looks_like_fhir
@@ -349,7 +350,7 @@ def _emit(
     for change in d.issues:
         detail = issue_detail(change, control)
         identified = change.normalised.result.effective if change.normalised else ""
-        ident, resource = build_issue(
+        ident, resource = draft_issue(
             dep, change, patient=patient, detail=detail, identified=identified
         )
         issue_for_result[(change.rule.id, change.result_key)] = ident
@@ -372,7 +373,7 @@ def _emit(
                 (flag.rule.id, flag.decider.key),
                 issue_identifier(d.patient_key, flag.rule.id, flag.decider.key),
             )
-        ident, resource = build_flag(dep, flag, patient=patient, issue_ident=ident_issue)
+        ident, resource = draft_flag(dep, flag, patient=patient, issue_ident=ident_issue)
         result_key = flag.decider.key if flag.decider else flag.trigger_key
         e = _versioned(
             ident,
@@ -396,12 +397,13 @@ def _versioned(
     rule: str,
     result_key: str,
     status: str,
-    resource: str,
+    draft: Draft,
     old: StoredOutput | None,
 ) -> Emitted | None:
+    resource = draft.text
     if old is not None and old.resource == resource:
         return None  # nothing changed: a replay or retransmit emits nothing
-    validate_resource(resource)  # only what leaves the core is validated
+    validate_draft(draft)  # only what leaves the core is validated
     version = 1 if old is None else old.version + 1
     event = "created" if old is None else "updated"
     return Emitted(ident, kind, patient_key, rule, result_key, status, resource, version, event)
