@@ -18,8 +18,8 @@ from fhir.resources.R4B.detectedissue import DetectedIssue
 from fhir.resources.R4B.flag import Flag
 
 from prpgate.core.fhir_check import ShapeChecker
-from prpgate.core.json_text import compact, interleave
-from prpgate.core.model import Coding, Normalised, PatientId
+from prpgate.core.json_text import compact
+from prpgate.core.model import Coding, PatientId
 from prpgate.core.rules import FlagChange, IssueChange
 from prpgate.errors import BuildError
 
@@ -102,21 +102,25 @@ def validate_resource(resource_json: str) -> None:
 
 
 # Resources are written as compact JSON text directly: the parts a rule or a
-# deployment fixes are encoded once (``_fragments``), the values of one decision are
-# quoted with the encoder's own string function, in the key order ``compact`` would
-# write them. The result is exactly ``compact`` of the resource (tests/unit/test_build.py).
+# deployment fixes are encoded once per layout (``_Template``), the values of one
+# decision are quoted with the encoder's own string function, in the key order
+# ``compact`` would write them. The result is exactly ``compact`` of the resource
+# (tests/unit/test_build.py); the fixed parts also let the R4B check learn a layout
+# once and then validate only the values (``validate_draft``).
 _q = encode_basestring
 
 
 @dataclass(frozen=True, slots=True)
 class _Fragments:
-    """JSON fragments one (deployment, rule) always writes the same way."""
+    """JSON fragments one (deployment, rule) always writes the same way, and the
+    templates of its resources (built on first use, one per layout)."""
 
     issue_code: str
     flag_code: str
     issue_system: str  # quoted identifier system of DetectedIssues
     flag_system: str
     result_system: str
+    templates: dict[tuple[str, bool, bool, bool], _Template]
 
 
 _FRAGMENTS: dict[tuple[Deployment, str, str, str], _Fragments] = {}
@@ -135,6 +139,7 @@ def _fragments(dep: Deployment, rule_id: str, display: str, flag_text: str) -> _
             issue_system=_q(f"{dep.identifier_system}/detected-issue"),
             flag_system=_q(f"{dep.identifier_system}/flag"),
             result_system=_q(f"{dep.identifier_system}/lab-result"),
+            templates={},
         )
         if len(_FRAGMENTS) > 4096:  # one entry per rule and deployment; a bound for safety
             _FRAGMENTS.clear()
@@ -165,63 +170,80 @@ class Draft:
     values: tuple[str, ...]
 
 
-class _Composer:
-    """Collects the fixed JSON text and the string values of one resource, in order."""
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """The fixed JSON text of one resource layout, between its string values."""
 
-    __slots__ = ("_fixed", "parts", "values")
+    parts: tuple[str, ...]
+    fmt: str  # the parts joined by "{}", for str.format
 
-    def __init__(self, fixed: str) -> None:
-        self._fixed = [fixed]
-        self.parts: list[str] = []
-        self.values: list[str] = []
+    @classmethod
+    def of(cls, spec: list[str | None]) -> _Template:
+        """From a layout: fixed text, with None where a string value goes."""
+        parts: list[str] = []
+        fixed: list[str] = []
+        for piece in spec:
+            if piece is None:
+                parts.append("".join(fixed))
+                fixed = []
+            else:
+                fixed.append(piece)
+        parts.append("".join(fixed))
+        braces = (p.replace("{", "{{").replace("}", "}}") for p in parts)
+        return cls(tuple(parts), "{}".join(braces))
 
-    def fixed(self, text: str) -> None:
-        self._fixed.append(text)
-
-    def value(self, value: str) -> None:
-        self.parts.append("".join(self._fixed))
-        self._fixed = []
-        self.values.append(value)
-
-    def draft(self) -> Draft:
-        parts = (*self.parts, "".join(self._fixed))
-        return Draft(interleave(parts, self.values), parts, tuple(self.values))
-
-
-def _patient_ref(c: _Composer, patient: PatientId) -> None:
-    c.fixed('{"identifier":{"system":')
-    c.value(patient.system)
-    c.fixed(',"value":')
-    c.value(patient.value)
-    c.fixed("}}")
+    def draft(self, values: tuple[str, ...]) -> Draft:
+        if len(values) != len(self.parts) - 1:
+            raise BuildError("a resource template got the wrong number of values")
+        return Draft(self.fmt.format(*map(_q, values)), self.parts, values)
 
 
-def _result_ref(c: _Composer, frags: _Fragments, n: Normalised) -> None:
-    r = n.result
-    unit = f" {r.unit_text}" if r.unit_text else ""
-    c.fixed(f'{{"identifier":{{"system":{frags.result_system},"value":')
-    c.value(r.key.text)
-    c.fixed('},"display":')
-    c.value(f"{n.analyte} {r.comparator_text}{r.value_text}{unit}".strip())
-    c.fixed("}")
+# The layouts. Each None is one string value; the values tuples of draft_issue and
+# draft_flag give them in the same order (tests/unit/test_build.py parses the result).
+_V = None
 
 
-def _evidence_code(c: _Composer, n: Normalised) -> None:
-    loinc = [x for x in n.result.codes if x.system.upper() in _LOINC_SYSTEMS]
-    chosen = loinc[0] if loinc else n.result.codes[0]
-    system = "http://loinc.org" if loinc else chosen.system
-    c.fixed('[{"coding":[{')
-    if system:
-        c.fixed('"system":')
-        c.value(system)
-        c.fixed(',"code":')
-    else:
-        c.fixed('"code":')
-    c.value(chosen.code)
-    if chosen.display:
-        c.fixed(',"display":')
-        c.value(chosen.display)
-    c.fixed("}]}]")
+def _issue_layout(
+    frags: _Fragments, identified: bool, system: bool, display: bool
+) -> list[str | None]:
+    ref = ['{"identifier":{"system":', frags.result_system, ',"value":', _V]
+    ref += ['},"display":', _V, "}"]
+    return [
+        '{"resourceType":"DetectedIssue","id":', _V,
+        ',"identifier":[{"system":', frags.issue_system, ',"value":', _V,
+        '}],"status":"final","code":', frags.issue_code, ',"severity":', _V,
+        ',"patient":{"identifier":{"system":', _V, ',"value":', _V, "}}",
+        *([',"identifiedDateTime":', _V] if identified else []),
+        ',"implicated":[', *ref,
+        '],"evidence":[{"code":[{"coding":[{',
+        *(['"system":', _V, ","] if system else []),
+        '"code":', _V,
+        *([',"display":', _V] if display else []),
+        '}]}],"detail":[', *ref,
+        ']}],"detail":', _V, "}",
+    ]  # fmt: skip
+
+
+def _flag_layout(frags: _Fragments, period: bool) -> list[str | None]:
+    return [
+        '{"resourceType":"Flag","id":', _V,
+        ',"extension":[{"url":', _q(_FLAG_DETAIL), ',"valueReference":{"identifier":',
+        '{"system":', frags.issue_system, ',"value":', _V, '},"type":"DetectedIssue"}}],',
+        '"identifier":[{"system":', frags.flag_system, ',"value":', _V,
+        '}],"status":"active","category":', _FLAG_CATEGORY_JSON, ',"code":', frags.flag_code,
+        ',"subject":{"identifier":{"system":', _V, ',"value":', _V, "}}",
+        *([',"period":{"start":', _V, "}"] if period else []),
+        "}",
+    ]  # fmt: skip
+
+
+def _template(frags: _Fragments, key: tuple[str, bool, bool, bool]) -> _Template:
+    found = frags.templates.get(key)
+    if found is None:
+        kind, a, b, c = key
+        layout = _issue_layout(frags, a, b, c) if kind == "issue" else _flag_layout(frags, a)
+        found = frags.templates[key] = _Template.of(layout)
+    return found
 
 
 def build_issue(
@@ -261,27 +283,28 @@ def draft_issue(
     assert j.severity is not None
     frags = _fragments(dep, rule.id, rule.display, rule.flag_text)
     ident = issue_identifier(patient.key, rule.id, change.result_key)
-    c = _Composer('{"resourceType":"DetectedIssue","id":')
-    c.value(resource_id("DetectedIssue", ident))
-    c.fixed(f',"identifier":[{{"system":{frags.issue_system},"value":')
-    c.value(ident)
-    c.fixed(f'}}],"status":"final","code":{frags.issue_code},"severity":')
-    c.value(j.severity.value)
-    c.fixed(',"patient":')
-    _patient_ref(c, patient)
-    if identified:
-        c.fixed(',"identifiedDateTime":')
-        c.value(identified)
-    c.fixed(',"implicated":[')
-    _result_ref(c, frags, n)
-    c.fixed('],"evidence":[{"code":')
-    _evidence_code(c, n)
-    c.fixed(',"detail":[')
-    _result_ref(c, frags, n)
-    c.fixed(']}],"detail":')
-    c.value(detail)
-    c.fixed("}")
-    return ident, c.draft()
+    r = n.result
+    unit = f" {r.unit_text}" if r.unit_text else ""
+    ref = (r.key.text, f"{n.analyte} {r.comparator_text}{r.value_text}{unit}".strip())
+    loinc = [x for x in r.codes if x.system.upper() in _LOINC_SYSTEMS]
+    chosen = loinc[0] if loinc else r.codes[0]
+    system = "http://loinc.org" if loinc else chosen.system
+    layout = ("issue", bool(identified), bool(system), bool(chosen.display))
+    values = (
+        resource_id("DetectedIssue", ident),
+        ident,
+        j.severity.value,
+        patient.system,
+        patient.value,
+        *((identified,) if identified else ()),
+        *ref,
+        *((system,) if system else ()),
+        chosen.code,
+        *((chosen.display,) if chosen.display else ()),
+        *ref,
+        detail,
+    )
+    return ident, _template(frags, layout).draft(values)
 
 
 def build_flag(
@@ -320,21 +343,13 @@ def draft_flag(
             period["end"] = change.since
         return change.existing.identifier, Draft(compact(resource), (), ())
     frags = _fragments(dep, rule.id, rule.display, rule.flag_text)
-    c = _Composer('{"resourceType":"Flag","id":')
-    c.value(resource_id("Flag", ident))
-    c.fixed(
-        f',"extension":[{{"url":{_q(_FLAG_DETAIL)},"valueReference":{{"identifier":'
-        f'{{"system":{frags.issue_system},"value":'
+    since = change.since
+    values = (
+        resource_id("Flag", ident),
+        issue_ident,
+        ident,
+        patient.system,
+        patient.value,
+        *((since,) if since else ()),
     )
-    c.value(issue_ident)
-    c.fixed(f'}},"type":"DetectedIssue"}}}}],"identifier":[{{"system":{frags.flag_system},"value":')
-    c.value(ident)
-    c.fixed(f'}}],"status":"active","category":{_FLAG_CATEGORY_JSON},"code":{frags.flag_code},')
-    c.fixed('"subject":')
-    _patient_ref(c, patient)
-    if change.since:
-        c.fixed(',"period":{"start":')
-        c.value(change.since)
-        c.fixed("}")
-    c.fixed("}")
-    return ident, c.draft()
+    return ident, _template(frags, ("flag", bool(since), False, False)).draft(values)
