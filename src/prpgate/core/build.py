@@ -18,9 +18,10 @@ from fhir.resources.R4B.detectedissue import DetectedIssue
 from fhir.resources.R4B.flag import Flag
 
 from prpgate.core.fhir_check import ShapeChecker
-from prpgate.core.json_text import compact
+from prpgate.core.json_text import compact, interleave
 from prpgate.core.model import Coding, PatientId
-from prpgate.core.rules import FlagChange, IssueChange
+from prpgate.core.rules import FlagChange, IssueChange, Rule
+from prpgate.core.values import fast_init
 from prpgate.errors import BuildError
 
 __all__ = [
@@ -123,28 +124,31 @@ class _Fragments:
     templates: dict[tuple[str, bool, bool, bool], _Template]
 
 
-_FRAGMENTS: dict[tuple[Deployment, str, str, str], _Fragments] = {}
+# by the identity of the deployment and rule objects (an engine's own, made once at
+# start): hashing the frozen dataclasses field by field on every output cost more than
+# composing the resource. The entry keeps both objects, so an id is never reused.
+_FRAGMENTS: dict[tuple[int, int], tuple[Deployment, Rule, _Fragments]] = {}
 
 
-def _fragments(dep: Deployment, rule_id: str, display: str, flag_text: str) -> _Fragments:
-    key = (dep, rule_id, display, flag_text)
-    found = _FRAGMENTS.get(key)
-    if found is None:
-        rule_coding = {"system": dep.rule_code_system, "code": rule_id, "display": display}
-        found = _Fragments(
-            issue_code=compact(
-                {"coding": [_coding(dep.issue_coding), rule_coding], "text": display}
-            ),
-            flag_code=compact({"coding": [rule_coding], "text": flag_text}),
-            issue_system=_q(f"{dep.identifier_system}/detected-issue"),
-            flag_system=_q(f"{dep.identifier_system}/flag"),
-            result_system=_q(f"{dep.identifier_system}/lab-result"),
-            templates={},
-        )
-        if len(_FRAGMENTS) > 4096:  # one entry per rule and deployment; a bound for safety
-            _FRAGMENTS.clear()
-        _FRAGMENTS[key] = found
-    return found
+def _fragments(dep: Deployment, rule: Rule) -> _Fragments:
+    found = _FRAGMENTS.get((id(dep), id(rule)))
+    if found is not None and found[0] is dep and found[1] is rule:
+        return found[2]
+    rule_coding = {"system": dep.rule_code_system, "code": rule.id, "display": rule.display}
+    frags = _Fragments(
+        issue_code=compact(
+            {"coding": [_coding(dep.issue_coding), rule_coding], "text": rule.display}
+        ),
+        flag_code=compact({"coding": [rule_coding], "text": rule.flag_text}),
+        issue_system=_q(f"{dep.identifier_system}/detected-issue"),
+        flag_system=_q(f"{dep.identifier_system}/flag"),
+        result_system=_q(f"{dep.identifier_system}/lab-result"),
+        templates={},
+    )
+    if len(_FRAGMENTS) > 4096:  # one entry per rule and deployment; a bound for safety
+        _FRAGMENTS.clear()
+    _FRAGMENTS[(id(dep), id(rule))] = (dep, rule, frags)
+    return frags
 
 
 _FLAG_CATEGORY_JSON = compact(
@@ -175,7 +179,6 @@ class _Template:
     """The fixed JSON text of one resource layout, between its string values."""
 
     parts: tuple[str, ...]
-    fmt: str  # the parts joined by "{}", for str.format
 
     @classmethod
     def of(cls, spec: list[str | None]) -> _Template:
@@ -189,13 +192,10 @@ class _Template:
             else:
                 fixed.append(piece)
         parts.append("".join(fixed))
-        braces = (p.replace("{", "{{").replace("}", "}}") for p in parts)
-        return cls(tuple(parts), "{}".join(braces))
+        return cls(tuple(parts))
 
     def draft(self, values: tuple[str, ...]) -> Draft:
-        if len(values) != len(self.parts) - 1:
-            raise BuildError("a resource template got the wrong number of values")
-        return Draft(self.fmt.format(*map(_q, values)), self.parts, values)
+        return Draft(interleave(self.parts, values), self.parts, values)
 
 
 # The layouts. Each None is one string value; the values tuples of draft_issue and
@@ -281,7 +281,7 @@ def draft_issue(
     assert change.normalised is not None
     j, n, rule = change.judgement, change.normalised, change.rule
     assert j.severity is not None
-    frags = _fragments(dep, rule.id, rule.display, rule.flag_text)
+    frags = _fragments(dep, rule)
     ident = issue_identifier(patient.key, rule.id, change.result_key)
     r = n.result
     unit = f" {r.unit_text}" if r.unit_text else ""
@@ -342,7 +342,7 @@ def draft_flag(
         if change.since:
             period["end"] = change.since
         return change.existing.identifier, Draft(compact(resource), (), ())
-    frags = _fragments(dep, rule.id, rule.display, rule.flag_text)
+    frags = _fragments(dep, rule)
     since = change.since
     values = (
         resource_id("Flag", ident),
@@ -353,3 +353,6 @@ def draft_flag(
         *((since,) if since else ()),
     )
     return ident, _template(frags, ("flag", bool(since), False, False)).draft(values)
+
+
+fast_init(Draft)

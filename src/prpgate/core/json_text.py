@@ -29,8 +29,9 @@ def interleave(parts: Sequence[str], values: Sequence[str]) -> str:
     """``parts[0] + q(values[0]) + parts[1] + ... + parts[-1]``, where ``q`` quotes a
     string as ``compact`` does: compact JSON composed from fixed text and string values.
     """
-    out = [parts[0]]
-    for value, part in zip(values, parts[1:], strict=True):
-        out.append(encode_basestring(value))
-        out.append(part)
+    if len(parts) != len(values) + 1:
+        raise ValueError(f"{len(parts)} parts cannot surround {len(values)} values")
+    out: list[str] = [""] * (2 * len(parts) - 1)
+    out[0::2] = parts
+    out[1::2] = map(encode_basestring, values)
     return "".join(out)

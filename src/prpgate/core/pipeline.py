@@ -369,10 +369,9 @@ def _emit(
     for flag in d.flags:
         ident_issue = ""
         if flag.decider is not None:
-            ident_issue = issue_for_result.get(
-                (flag.rule.id, flag.decider.key),
-                issue_identifier(d.patient_key, flag.rule.id, flag.decider.key),
-            )
+            ident_issue = issue_for_result.get((flag.rule.id, flag.decider.key), "")
+            if not ident_issue:  # the issue of a stored result: not rebuilt by this message
+                ident_issue = issue_identifier(d.patient_key, flag.rule.id, flag.decider.key)
         ident, resource = draft_flag(dep, flag, patient=patient, issue_ident=ident_issue)
         result_key = flag.decider.key if flag.decider else flag.trigger_key
         e = _versioned(

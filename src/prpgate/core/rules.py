@@ -70,7 +70,7 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
-    """The verdict of one rule on one value.
+    """The verdict of one rule on one value (with its comparator, if any).
 
     ``met`` is True/False when settled, None when a comparator leaves it open.
     ``threshold`` is the threshold the verdict rests on; ``note`` says why in words.
@@ -80,7 +80,25 @@ class Judgement:
     met: bool | None
     severity: Severity | None
     threshold: Decimal
-    note: str
+    value: Decimal
+    comparator: Comparator | None
+
+    @property
+    def note(self) -> str:
+        """The verdict in words (written when asked: most verdicts are never shown)."""
+        rule, comparator = self.rule, self.comparator
+        sign = ">" if rule.direction is Direction.ABOVE else "<"
+        shown = f"{comparator.value if comparator else ''}{self.value}"
+        if self.severity is Severity.HIGH:
+            return f"{shown} {sign} {rule.high} (high threshold)"
+        if self.severity is Severity.MODERATE:
+            high = _settles(rule.direction, self.value, comparator, rule.high)
+            extra = "" if high is False else f"; whether {sign} {rule.high} is not settled"
+            extra += f" by {shown}" if extra else ""
+            return f"{shown} {sign} {rule.moderate} (moderate threshold){extra}"
+        if self.met is False:
+            return f"{shown} is not {sign} {rule.moderate}"
+        return f"{shown} does not settle whether the value is {sign} {rule.moderate}"
 
 
 def _settles(
@@ -108,22 +126,13 @@ def _settles(
 
 def judge(rule: Rule, value: Decimal, comparator: Comparator | None) -> Judgement:
     """Apply one rule to a canonical value (with its comparator, if any)."""
-    sign = ">" if rule.direction is Direction.ABOVE else "<"
-    shown = f"{comparator.value if comparator else ''}{value}"
-    high = _settles(rule.direction, value, comparator, rule.high)
-    if high is True:
-        note = f"{shown} {sign} {rule.high} (high threshold)"
-        return Judgement(rule, True, Severity.HIGH, rule.high, note)
-    moderate = _settles(rule.direction, value, comparator, rule.moderate)
+    direction = rule.direction
+    if _settles(direction, value, comparator, rule.high) is True:
+        return Judgement(rule, True, Severity.HIGH, rule.high, value, comparator)
+    moderate = _settles(direction, value, comparator, rule.moderate)
     if moderate is True:
-        extra = "" if high is False else f"; whether {sign} {rule.high} is not settled by {shown}"
-        note = f"{shown} {sign} {rule.moderate} (moderate threshold){extra}"
-        return Judgement(rule, True, Severity.MODERATE, rule.moderate, note)
-    if moderate is False:
-        note = f"{shown} is not {sign} {rule.moderate}"
-        return Judgement(rule, False, None, rule.moderate, note)
-    note = f"{shown} does not settle whether the value is {sign} {rule.moderate}"
-    return Judgement(rule, None, None, rule.moderate, note)
+        return Judgement(rule, True, Severity.MODERATE, rule.moderate, value, comparator)
+    return Judgement(rule, moderate, None, rule.moderate, value, comparator)
 
 
 @dataclass(frozen=True, slots=True)
