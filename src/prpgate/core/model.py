@@ -5,7 +5,7 @@ Frozen, slotted dataclasses: they are created per OBX on the hot path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 
@@ -102,20 +102,36 @@ class Patient:
     sex: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ResultKey:
     """A result's identity (DESIGN: sending facility, filler order number — else
-    placer —, observation code, OBX-4 sub-id; for FHIR: Observation.identifier)."""
+    placer —, observation code, OBX-4 sub-id; for FHIR: Observation.identifier).
+
+    ``text`` is its canonical single-string form, used as a store key and in output
+    identities; it is written once, at construction (the pipeline reads it several
+    times per result).
+    """
 
     facility: str
     order: str
     code: str
-    sub_id: str = ""
+    sub_id: str
+    text: str = field(compare=False, repr=False)
 
-    @property
-    def text(self) -> str:
-        """Canonical single-string form, used as a store key and in output identities."""
-        return "|".join((self.facility, self.order, self.code, self.sub_id))
+    def __init__(self, facility: str, order: str, code: str, sub_id: str = "") -> None:
+        _key_facility(self, facility)
+        _key_order(self, order)
+        _key_code(self, code)
+        _key_sub_id(self, sub_id)
+        _key_text(self, "|".join((facility, order, code, sub_id)))
+
+
+# the slots' own setters: the class is frozen, and object.__setattr__ costs more
+_key_facility = ResultKey.__dict__["facility"].__set__
+_key_order = ResultKey.__dict__["order"].__set__
+_key_code = ResultKey.__dict__["code"].__set__
+_key_sub_id = ResultKey.__dict__["sub_id"].__set__
+_key_text = ResultKey.__dict__["text"].__set__
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,4 +213,4 @@ class Normalised:
     factor: Decimal
 
 
-fast_init(Coding, PatientId, Patient, ResultKey, LabResult, Unmapped, Normalised)
+fast_init(Coding, PatientId, Patient, LabResult, Unmapped, Normalised)
