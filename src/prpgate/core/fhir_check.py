@@ -22,6 +22,11 @@ nulls, numbers and booleans — and:
 The verdict is the model's: a resource of a known shape is valid exactly when each
 of its string values is (tests/unit/test_fhir_check.py checks that against the full
 model on mutated resources).
+
+A builder that composes its text from fixed JSON parts and string values
+(``check_composed``) skips even the scan for values: the first resource of given parts
+is checked as above and tells which primitive type each value slot has; later ones
+with the same parts have only their values validated.
 """
 
 from __future__ import annotations

@@ -93,8 +93,9 @@ class Judgement:
             return f"{shown} {sign} {rule.high} (high threshold)"
         if self.severity is Severity.MODERATE:
             high = _settles(rule.direction, self.value, comparator, rule.high)
-            extra = "" if high is False else f"; whether {sign} {rule.high} is not settled"
-            extra += f" by {shown}" if extra else ""
+            extra = ""
+            if high is not False:
+                extra = f"; whether {sign} {rule.high} is not settled by {shown}"
             return f"{shown} {sign} {rule.moderate} (moderate threshold){extra}"
         if self.met is False:
             return f"{shown} is not {sign} {rule.moderate}"
