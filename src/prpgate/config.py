@@ -124,6 +124,14 @@ class Settings(BaseSettings):
         description="Messages at most in one group commit (messages arriving together on "
         "any connection share one transaction and one fsync).",
     )
+    gil_switch_interval_ms: float = Field(
+        default=0.5,
+        gt=0,
+        le=100,
+        description="serve: how long a Python thread runs before another may take over "
+        "(sys.setswitchinterval, in ms). The listener waits this long at most for the "
+        "store writer's thread before it can write an ACK; CPython's default is 5 ms.",
+    )
     shutdown_grace: float = Field(
         default=10.0,
         ge=0,

@@ -20,6 +20,7 @@ import contextlib
 import json
 import signal
 import ssl
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -484,7 +485,28 @@ async def serve(
     ``on_ready`` receives the bound ports (``mllp_port``, ``http_port``, 0 when HTTP
     is off) once everything listens. Raises ConfigError (TLS files, a port in use),
     MappingError (mappings) or StoreError (the store cannot be opened).
+
+    While it serves, the interpreter's thread switch interval is
+    ``gil_switch_interval_ms``: the store writer's thread evaluates and commits while the
+    listener's thread waits for the GIL to read frames and write ACKs, and with CPython's
+    5 ms default an ACK could wait that long behind a batch being evaluated.
     """
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+    try:
+        await _serve(settings, engine, clock, stop, on_ready, handle_signals)
+    finally:
+        sys.setswitchinterval(switch_interval)  # the process's own again (tests serve in-process)
+
+
+async def _serve(
+    settings: Settings,
+    engine: Engine | None,
+    clock: Clock | None,
+    stop: asyncio.Event | None,
+    on_ready: Callable[[dict[str, int]], None] | None,
+    handle_signals: bool,
+) -> None:
     tls = tls_context(settings)
     engine = engine or build_engine(settings)
     clock = clock or SystemClock()
