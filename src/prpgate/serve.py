@@ -48,6 +48,7 @@ from prpgate.listeners.fhir_wiring import fhir_listener
 from prpgate.listeners.mllp import MllpConfig, MllpListener
 from prpgate.ports import Clock, MessageRecord, OutboxStats, Store, StoreBackend, StoreSession
 from prpgate.store.factory import open_store, store_location
+from prpgate.warmup import warm_up
 
 __all__ = [
     "HealthServer",
@@ -509,6 +510,15 @@ async def _serve(
 ) -> None:
     tls = tls_context(settings)
     engine = engine or build_engine(settings)
+    started = time.perf_counter()
+    warmed = warm_up(engine)  # the first real message pays no first-time costs
+    _log.info(
+        "warmed up",
+        units=warmed.units,
+        messages=warmed.messages,
+        outputs=len(warmed.outputs),
+        ms=round((time.perf_counter() - started) * 1000, 1),
+    )
     clock = clock or SystemClock()
     stop = stop or asyncio.Event()
     metrics = ServeMetrics()

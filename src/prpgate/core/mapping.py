@@ -446,6 +446,29 @@ class Mapper:
             )
         return _Unit(ucum, factor)
 
+    # -- start-up --------------------------------------------------------------------
+
+    def sample(self, analyte_id: str) -> tuple[str, str, Decimal, Decimal] | None:
+        """(a LOINC code, canonical unit, plausible low, plausible high) of an analyte,
+        or None when the mappings give it no LOINC code (for synthetic start-up input)."""
+        analyte = self._analytes.get(analyte_id)
+        code = next((c for c, a in self._loinc.items() if a == analyte_id), None)
+        if analyte is None or code is None:
+            return None
+        return code, analyte.unit, analyte.low, analyte.high
+
+    def warm_up(self) -> int:
+        """Resolve every unit spelling of units.yaml, and each sender's own, for every
+        analyte now: the UCUM parsing and factors a first conversion computes are cached
+        by the converter, so no message pays for them. Returns how many were resolved."""
+        count = 0
+        for sender in (_NO_SENDER, *self._senders.values()):
+            for spelling in self._spellings if sender is _NO_SENDER else sender.spellings:
+                for analyte in self._analytes.values():
+                    self._unit_for(spelling, sender, analyte)
+                    count += 1
+        return count
+
     # -- the public call -----------------------------------------------------------
 
     def normalise(self, result: LabResult) -> Normalised | Unmapped:
