@@ -85,5 +85,8 @@ def test_hot_path_values_construct_as_declared() -> None:
     )
     assert (result.comparator_text, result.abnormal_flags, result.effective_sort) == ("", (), "")
     assert result.key.text == "LAB|F:1|LN^6690-2|"
+    moved = dataclasses.replace(key, sub_id="2")  # text is derived again, not copied
+    assert moved.text == "LAB|F:1|LN^6690-2|2"
+    assert moved != key
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.value_text = "6"  # type: ignore[misc]

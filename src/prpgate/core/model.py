@@ -116,7 +116,7 @@ class ResultKey:
     order: str
     code: str
     sub_id: str
-    text: str = field(compare=False, repr=False)
+    text: str = field(init=False, compare=False, repr=False)
 
     def __init__(self, facility: str, order: str, code: str, sub_id: str = "") -> None:
         _key_facility(self, facility)
