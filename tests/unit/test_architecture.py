@@ -13,7 +13,7 @@ import prpgate
 SRC = Path(prpgate.__file__).resolve().parent
 CORE = SRC / "core"
 # Pure third-party libraries the core may use (validation and unit arithmetic, no I/O).
-PURE_THIRD_PARTY = {"fhir", "pydantic", "pint", "ucumvert"}
+PURE_THIRD_PARTY = {"fhir", "orjson", "pydantic", "pint", "ucumvert"}
 FORBIDDEN_STDLIB = {
     "asyncio",
     "socket",
