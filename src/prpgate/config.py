@@ -84,6 +84,14 @@ class Settings(BaseSettings):
         description="Messages per connection read but not yet acknowledged; at the limit "
         "the listener stops reading (backpressure).",
     )
+    mllp_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="serve: processes accepting MLLP connections on the one port, each "
+        "with its own store writer (the first is serve's own process). More than one uses "
+        "more than one core; connection limits apply per process.",
+    )
     mllp_max_connections: int = Field(
         default=200, gt=0, description="Open MLLP connections at most; more are refused."
     )

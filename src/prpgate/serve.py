@@ -1,28 +1,34 @@
 """``prpgate serve``: the long-running process.
 
-One store writer owns the store: every commit, and every other use of the store
-connection, runs on its single worker thread. Messages that arrive together, on
-any connection, share one transaction and one fsync (group commit): while one
-batch commits, the next gathers, so latency stays one fsync at low load and
-throughput grows with load. A message's future resolves only after its batch has
-committed durably; the listener acknowledges only then.
+In each serve process, one store writer owns the store: every commit, and every
+other use of the store connection, runs on its single worker thread. Messages that
+arrive together, on any connection, share one transaction and one fsync (group
+commit): while one batch commits, the next gathers, so latency stays one fsync at
+low load and throughput grows with load. A message's future resolves only after its
+batch has committed durably; the listener acknowledges only then.
 
 Beside the MLLP listener, a small asyncio HTTP server answers ``GET /healthz``
 (process up), ``GET /readyz`` (store reachable, listener bound) and ``GET /metrics``
 (Prometheus text format). SIGTERM or SIGINT: stop accepting, answer what is in
 flight, close the store.
+
+With ``mllp_workers`` > 1, this process's listener deals MLLP connections out to
+itself and to worker processes, each with its own store writer (``serve_workers``,
+``serve_worker``); this process keeps the HTTP endpoints, the FHIR listener and the
+delivery worker, and its ``/metrics`` adds up every process's figures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import signal
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,7 +52,9 @@ from prpgate.errors import ConfigError, StoreConflictError, StoreError
 from prpgate.ingest import Ingested, ingest
 from prpgate.listeners.fhir_wiring import fhir_listener
 from prpgate.listeners.mllp import MllpConfig, MllpListener
+from prpgate.metrics_merge import merge_expositions
 from prpgate.ports import Clock, MessageRecord, OutboxStats, Store, StoreBackend, StoreSession
+from prpgate.serve_workers import WorkerPool
 from prpgate.store.factory import open_store, store_location
 from prpgate.warmup import warm_up
 
@@ -55,8 +63,11 @@ __all__ = [
     "ServeMetrics",
     "StoreWriter",
     "SystemClock",
+    "mllp_config",
     "serve",
+    "switch_interval",
     "tls_context",
+    "warmed_engine",
 ]
 
 _log = structlog.get_logger("prpgate.serve")
@@ -206,8 +217,12 @@ class StoreWriter:
         self._engine = engine
         self._max_batch = max_batch
         self._metrics = metrics
-        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        # jobs in call order; None: stop. The loop thread appends, the worker thread takes
+        self._jobs: collections.deque[_Job | None] = collections.deque()
+        self._pending = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prpgate-store")
+        # a SQLite store that several processes write offers a turn (SqliteStore.writer_turn)
+        self._turn: Callable[[], None] | None = getattr(store, "writer_turn", None)
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         # the last commit that failed, while no commit has succeeded since: (when, why)
@@ -222,7 +237,8 @@ class StoreWriter:
         if self._stopped:
             return
         self._stopped = True
-        self._queue.put_nowait(None)
+        self._jobs.append(None)
+        self._pending.set()
         if self._task is not None:
             await self._task
         loop = asyncio.get_running_loop()
@@ -268,23 +284,20 @@ class StoreWriter:
         if self._stopped:
             job.future.set_exception(StoreError("the store writer is shutting down"))
             return
-        self._queue.put_nowait(job)
+        self._jobs.append(job)
+        self._pending.set()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         stop = False
         while not stop:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            outcomes = await loop.run_in_executor(self._executor, self._commit, batch)
+            await self._pending.wait()
+            self._pending.clear()
+            if not self._jobs:
+                continue
+            batch, stop, outcomes = await loop.run_in_executor(self._executor, self._next_batch)
+            if self._jobs:
+                self._pending.set()  # more arrived meanwhile: the next batch at once
             for job, out in zip(batch, outcomes, strict=True):
                 if job.future.done():
                     continue
@@ -292,6 +305,27 @@ class StoreWriter:
                     job.future.set_exception(out)
                 else:
                     job.future.set_result(out)
+
+    def _next_batch(self) -> tuple[list[_Job], bool, list[object]]:
+        """On the worker thread: wait for the store's turn when several processes write
+        it, then take what is queued (up to ``max_batch``) and commit it. Gathering after
+        the wait lets what arrived meanwhile share the commit. (batch, stop, outcomes)."""
+        if self._turn is not None:
+            try:
+                self._turn()
+            except OSError as exc:  # the session's own wait for the lock reports it too
+                _log.error("store writer lock failed", error=str(exc))
+        batch: list[_Job] = []
+        stop = False
+        while len(batch) < self._max_batch and self._jobs:
+            job = self._jobs.popleft()  # deque: safe beside the loop thread's append
+            if job is None:
+                stop = True
+                break
+            batch.append(job)
+        if not batch:  # only the stop marker: the turn ends when the store closes
+            return batch, stop, []
+        return batch, stop, self._commit(batch)
 
     def _commit(self, batch: list[_Job], conflicts: int = 0) -> list[object]:
         """On the worker thread: one transaction for the batch; isolate on failure. A
@@ -492,12 +526,54 @@ async def serve(
     listener's thread waits for the GIL to read frames and write ACKs, and with CPython's
     5 ms default an ACK could wait that long behind a batch being evaluated.
     """
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
-    try:
+    with switch_interval(settings.gil_switch_interval_ms):
         await _serve(settings, engine, clock, stop, on_ready, handle_signals)
+
+
+@contextlib.contextmanager
+def switch_interval(ms: float) -> Iterator[None]:
+    """The interpreter's thread switch interval is ``ms`` inside the block, the process's
+    own again after it (tests serve in-process)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(ms / 1000)
+    try:
+        yield
     finally:
-        sys.setswitchinterval(switch_interval)  # the process's own again (tests serve in-process)
+        sys.setswitchinterval(before)
+
+
+def warmed_engine(settings: Settings, engine: Engine | None = None) -> Engine:
+    """``engine`` (or one built from settings), warmed up: the first real message pays
+    no first-time costs."""
+    engine = engine or build_engine(settings)
+    started = time.perf_counter()
+    warmed = warm_up(engine)
+    _log.info(
+        "warmed up",
+        units=warmed.units,
+        messages=warmed.messages,
+        outputs=len(warmed.outputs),
+        ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    return engine
+
+
+def mllp_config(settings: Settings, engine: Engine, tls: ssl.SSLContext | None) -> MllpConfig:
+    """The MLLP listener's configuration from settings."""
+    return MllpConfig(
+        host=settings.mllp_host,
+        port=settings.mllp_port,
+        max_message_bytes=settings.max_message_bytes,
+        idle_timeout=settings.mllp_idle_timeout,
+        in_flight=settings.mllp_in_flight,
+        max_connections=settings.mllp_max_connections,
+        max_connections_per_peer=settings.mllp_max_connections_per_peer,
+        keepalive_idle=settings.mllp_keepalive_idle,
+        write_timeout=settings.mllp_write_timeout,
+        enhanced_acks=settings.mllp_enhanced_acks,
+        charset_overrides=engine.charset_overrides,
+        ssl=tls,
+    )
 
 
 async def _serve(
@@ -509,41 +585,15 @@ async def _serve(
     handle_signals: bool,
 ) -> None:
     tls = tls_context(settings)
-    engine = engine or build_engine(settings)
-    started = time.perf_counter()
-    warmed = warm_up(engine)  # the first real message pays no first-time costs
-    _log.info(
-        "warmed up",
-        units=warmed.units,
-        messages=warmed.messages,
-        outputs=len(warmed.outputs),
-        ms=round((time.perf_counter() - started) * 1000, 1),
-    )
+    engine = warmed_engine(settings, engine)
     clock = clock or SystemClock()
     stop = stop or asyncio.Event()
     metrics = ServeMetrics()
     store = open_store(settings, long_running=True)
     writer = StoreWriter(store, engine, max_batch=settings.commit_batch, metrics=metrics)
     await writer.start()
-    listener = MllpListener(
-        MllpConfig(
-            host=settings.mllp_host,
-            port=settings.mllp_port,
-            max_message_bytes=settings.max_message_bytes,
-            idle_timeout=settings.mllp_idle_timeout,
-            in_flight=settings.mllp_in_flight,
-            max_connections=settings.mllp_max_connections,
-            max_connections_per_peer=settings.mllp_max_connections_per_peer,
-            keepalive_idle=settings.mllp_keepalive_idle,
-            write_timeout=settings.mllp_write_timeout,
-            enhanced_acks=settings.mllp_enhanced_acks,
-            charset_overrides=engine.charset_overrides,
-            ssl=tls,
-        ),
-        writer,
-        clock=clock,
-        events=metrics,
-    )
+    listener = MllpListener(mllp_config(settings, engine, tls), writer, clock=clock, events=metrics)
+    workers = WorkerPool(settings)
 
     async def ready() -> tuple[bool, dict[str, Any]]:
         detail: dict[str, Any] = {"mllp": listener.is_serving}
@@ -562,11 +612,16 @@ async def _serve(
             detail["store"] = False
             detail["error"] = f"the last commit failed: {failing[1]}"
         serving = detail["mllp"] and detail.get("fhir_http", True)
+        if workers.expected:
+            detail["mllp_workers"] = {"expected": workers.expected, "running": workers.running}
+            serving = serving and workers.running == workers.expected
         return bool(serving and detail["store"]), detail
 
     async def render_metrics() -> bytes:
         await _refresh_outbox(writer, metrics)
-        return metrics.render()
+        if not workers.expected:
+            return metrics.render()
+        return merge_expositions([metrics.render(), *await workers.metrics()])
 
     http = HealthServer(settings.http_host, settings.http_port, ready=ready, metrics=render_metrics)
     fhir = fhir_listener(
@@ -578,7 +633,8 @@ async def _serve(
     try:
         await _refresh_outbox(writer, metrics)
         try:
-            await listener.start()
+            await workers.start()
+            await listener.start(workers.dispatch if workers.expected else None)
             if settings.http_enabled:
                 await http.start()
             if fhir is not None:
@@ -603,7 +659,9 @@ async def _serve(
         await http.stop()
         if fhir is not None:
             await fhir.stop()  # requests in flight are answered: before the writer stops
-        await listener.stop(settings.shutdown_grace)
+        await asyncio.gather(
+            workers.stop(settings.shutdown_grace), listener.stop(settings.shutdown_grace)
+        )
         await writer.stop()
         if delivery is not None:
             stop.set()  # the worker finishes the writes it has in flight, then returns

@@ -36,6 +36,7 @@ import contextlib
 import itertools
 import secrets
 import socket
+from collections.abc import Callable
 
 import structlog
 
@@ -47,6 +48,7 @@ from prpgate.ports import Clock
 
 __all__ = [
     "Committer",
+    "Dispatch",
     "ListenerEvents",
     "MllpConfig",
     "MllpListener",
@@ -55,6 +57,10 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("prpgate.mllp")
+
+_BACKLOG = 128
+# offered each accepted connection's socket; True: another process serves it
+Dispatch = Callable[[socket.socket], bool]
 
 
 class MllpListener(MllpReader, MllpResponder):
@@ -73,6 +79,9 @@ class MllpListener(MllpReader, MllpResponder):
         self._clock = clock
         self._events: ListenerEvents = events or NullEvents()
         self._server: asyncio.Server | None = None
+        self._sock: socket.socket | None = None  # when accepting with a dispatcher
+        self._acceptor: asyncio.Task[None] | None = None
+        self._adopting: set[asyncio.Task[None]] = set()
         self._connections: set[Connection] = set()
         self._per_peer: collections.Counter[str] = collections.Counter()  # open, by address
         self._handlers: set[asyncio.Task[None]] = set()
@@ -83,12 +92,16 @@ class MllpListener(MllpReader, MllpResponder):
     @property
     def port(self) -> int:
         """The bound TCP port (useful when configured as 0)."""
+        if self._sock is not None:
+            return int(self._sock.getsockname()[1])
         assert self._server is not None, "the listener is not started"
         return int(self._server.sockets[0].getsockname()[1])
 
     @property
     def is_serving(self) -> bool:
         """Bound and accepting connections."""
+        if self._acceptor is not None:
+            return not self._acceptor.done()
         return self._server is not None and self._server.is_serving()
 
     @property
@@ -105,19 +118,73 @@ class MllpListener(MllpReader, MllpResponder):
                 out.append(sock)
         return out
 
-    async def start(self) -> None:
-        """Bind and start accepting connections."""
+    async def start(self, dispatch: Dispatch | None = None) -> None:
+        """Bind and start accepting connections.
+
+        With ``dispatch``, the listener accepts itself and offers each new connection's
+        socket to ``dispatch`` first: when it returns True another process has taken the
+        connection over (``serve``'s MLLP workers); otherwise this listener serves it.
+        """
         cfg = self._cfg
-        self._server = await asyncio.start_server(
-            self._handle,
-            cfg.host,
-            cfg.port,
-            ssl=cfg.ssl,
-            ssl_handshake_timeout=cfg.handshake_timeout if cfg.ssl else None,
-            limit=cfg.read_size,
-            reuse_address=True,
-        )
+        if dispatch is None:
+            self._server = await asyncio.start_server(
+                self._handle,
+                cfg.host,
+                cfg.port,
+                ssl=cfg.ssl,
+                ssl_handshake_timeout=cfg.handshake_timeout if cfg.ssl else None,
+                limit=cfg.read_size,
+                reuse_address=True,
+            )
+        else:
+            family, *_, address = socket.getaddrinfo(
+                cfg.host, cfg.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            self._sock = socket.create_server(address, family=family, backlog=_BACKLOG)
+            self._sock.setblocking(False)
+            self._acceptor = asyncio.create_task(self._accept(self._sock, dispatch))
         _log.info("mllp listening", host=cfg.host, port=self.port, tls=cfg.ssl is not None)
+
+    def adopt(self, conn: socket.socket) -> None:
+        """Serve a connection another process accepted (TLS: the handshake happens here)."""
+        if self._closing:
+            conn.close()
+            return
+        task = asyncio.create_task(self._adopt(conn))
+        self._adopting.add(task)
+        task.add_done_callback(self._adopting.discard)
+
+    async def _accept(self, sock: socket.socket, dispatch: Dispatch) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as exc:  # out of descriptors, a connection reset before accept
+                _log.warning("mllp accept failed", error=str(exc))
+                await asyncio.sleep(0.1)
+                continue
+            if not dispatch(conn):
+                self.adopt(conn)
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self._cfg
+        if conn.family in (socket.AF_INET, socket.AF_INET6):
+            # asyncio sets it only for sockets it knows to be TCP; without it an ACK
+            # waits for the peer's delayed acknowledgment (Nagle): milliseconds
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = asyncio.StreamReader(limit=cfg.read_size)
+        protocol = asyncio.StreamReaderProtocol(reader, self._handle)
+        try:
+            await loop.connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=cfg.ssl,
+                ssl_handshake_timeout=cfg.handshake_timeout if cfg.ssl else None,
+            )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            _log.warning("mllp connection not established", error=str(exc))
+            conn.close()
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, stop reading, answer what is in flight, then close.
@@ -128,6 +195,14 @@ class MllpListener(MllpReader, MllpResponder):
         self._closing = True
         if self._server is not None:
             self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._acceptor
+        if self._sock is not None:
+            self._sock.close()
+        for task in list(self._adopting):
+            task.cancel()  # a TLS handshake still running: the connection is dropped
         for conn in list(self._connections):
             if conn.reader_task is not None and conn.reading:
                 conn.reader_task.cancel()

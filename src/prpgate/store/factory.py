@@ -70,7 +70,9 @@ def open_store(
 
     ``migrate`` (default: the ``store_migrate`` setting) applies pending migrations;
     without it an older store is refused. ``long_running`` (a server's writer): SQLite
-    checkpoints its WAL from a background thread instead of inside commits. Raises
+    checkpoints its WAL from a background thread instead of inside commits. With
+    several MLLP workers (``mllp_workers``), every SQLite writer of those settings takes
+    the store's writer lock around its transactions. Raises
     ConfigError (bad URL) or StoreError.
     """
     where = store_location(settings)
@@ -84,6 +86,7 @@ def open_store(
             durable=settings.durable,
             migrate=apply,
             background_checkpoints=long_running,
+            writer_lock=settings.mllp_workers > 1,
         )
     from prpgate.store.postgres import PostgresStore
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from prpgate.store.rows import message_values, stored_outputs, stored_results
 from prpgate.store.sql_reads import SqlReads
 from prpgate.store.sqlite_checkpoint import Checkpointer
 from prpgate.store.sqlite_outbox import SqliteOutboxMixin
+from prpgate.store.sqlite_writer_lock import WriterLock
 
 __all__ = ["SCHEMA_VERSION", "SqliteSession", "SqliteStore", "patient_hash"]
 
@@ -199,6 +200,9 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
     ``durable=False`` (synchronous=NORMAL) trades the last commits on power loss
     for speed; it exists for benchmarks that measure what fsync costs. Pending schema
     migrations are applied on open; ``migrate=False`` refuses an older store instead.
+    ``writer_lock``: every write transaction first takes the store's ``WriterLock``, so
+    processes writing one file hand the write lock on at once instead of sleeping in
+    SQLite's busy handler (``serve`` with several MLLP workers).
     """
 
     def __init__(
@@ -208,12 +212,16 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
         durable: bool = True,
         migrate: bool = True,
         background_checkpoints: bool = False,
+        writer_lock: bool = False,
     ) -> None:
         self.path = Path(path)
         self._checkpointer: Checkpointer | None = None
+        self._lock: WriterLock | None = None
         try:
             if self.path.parent != Path():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+            if writer_lock:
+                self._lock = WriterLock(self.path)
             self._db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False
             )
@@ -236,9 +244,22 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
             self._db.close()
             raise
 
+    @property
+    def writer_turn(self) -> Callable[[], None] | None:
+        """With a writer lock: a call that waits for the lock and keeps it for the next
+        ``session`` (``WriterLock.acquire``); None without one."""
+        return self._lock.acquire if self._lock is not None else None
+
     @contextmanager
     def session(self) -> Iterator[SqliteSession]:
         """A write transaction (BEGIN IMMEDIATE), committed durably on normal exit."""
+        if self._lock is None:
+            yield from self._session()
+        else:
+            with self._lock.held():
+                yield from self._session()
+
+    def _session(self) -> Iterator[SqliteSession]:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -264,6 +285,8 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self._db.close()
+        if self._lock is not None:
+            self._lock.close()
 
     # --- connections for the statements both SQL stores share (SqlAccess) -----
 

@@ -20,6 +20,7 @@ from prpgate.errors import StoreError
 from prpgate.ports import Delivery, OutboxStats
 from prpgate.store.sql_access import SqlConnection
 from prpgate.store.sql_outbox import SqlOutbox, utc_text
+from prpgate.store.sqlite_writer_lock import WriterLock
 
 __all__ = ["SqliteOutboxMixin"]
 
@@ -31,9 +32,17 @@ class SqliteOutboxMixin(SqlOutbox):
     connection."""
 
     _db: sqlite3.Connection
+    _lock: WriterLock | None
 
     @contextmanager
     def _outbox_tx(self) -> Iterator[sqlite3.Connection]:
+        if self._lock is None:
+            yield from self._outbox_tx_unlocked()
+        else:
+            with self._lock.held():
+                yield from self._outbox_tx_unlocked()
+
+    def _outbox_tx_unlocked(self) -> Iterator[sqlite3.Connection]:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
