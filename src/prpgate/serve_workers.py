@@ -87,6 +87,7 @@ class WorkerPool:
         self.expected = settings.mllp_workers - 1
         self._workers: dict[int, _Worker] = {}
         self._supervisors: set[asyncio.Task[None]] = set()
+        self._requests: set[asyncio.Task[bytes]] = set()  # metrics requests in flight
         self._turn = 0
         self._stopping = False
 
@@ -133,11 +134,21 @@ class WorkerPool:
         for w in list(self._workers.values()):
             if w.proc.returncode is not None:
                 continue
+            # a late answer is still read to its end (shielded), so the next request and
+            # its answer stay paired on the control socket
+            task = asyncio.ensure_future(w.metrics())
+            self._requests.add(task)
+            task.add_done_callback(self._request_done)
             try:
-                out.append(await asyncio.wait_for(w.metrics(), _METRICS_TIMEOUT))
+                out.append(await asyncio.wait_for(asyncio.shield(task), _METRICS_TIMEOUT))
             except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError) as exc:
                 _log.warning("mllp worker metrics unavailable", worker=w.index, error=repr(exc))
         return out
+
+    def _request_done(self, task: asyncio.Task[bytes]) -> None:
+        self._requests.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure after the timeout was already reported
 
     async def stop(self, grace: float) -> None:
         """Stop every worker as serve stops: each answers what it has in flight within
@@ -156,7 +167,7 @@ class WorkerPool:
                     w.proc.kill()
             if late:
                 await asyncio.wait(late, timeout=5.0)
-        for task in self._supervisors:
+        for task in (*self._supervisors, *self._requests):
             task.cancel()
         self._workers.clear()
 
