@@ -36,6 +36,13 @@ def serve_cmd(
             help="Serve the FHIR R4 HTTP listener on this port (0: any free); turns it on.",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Processes serving MLLP connections, this one included (mllp_workers).",
+        ),
+    ] = None,
     ready_file: Annotated[
         Path | None,
         typer.Option("--ready-file", help="Write the bound ports as JSON here once listening."),
@@ -57,6 +64,7 @@ def serve_cmd(
             http_port=http_port,
             fhir_http_port=fhir_port,
             fhir_http_enabled=True if fhir_port is not None else None,
+            mllp_workers=workers,
         )
     except ConfigError as exc:
         raise _fail(str(exc)) from exc

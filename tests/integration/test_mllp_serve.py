@@ -58,19 +58,21 @@ class Server:
         return self.proc.wait(timeout=START_TIMEOUT)
 
 
-def start_server(tmp_path: Path, name: str = "serve", **env: str) -> Server:
+def start_server(
+    tmp_path: Path, name: str = "serve", *, options: tuple[str, ...] = (), **env: str
+) -> Server:
     store = tmp_path / "store.sqlite"
     ready = tmp_path / f"{name}.ready.json"
     log = tmp_path / f"{name}.log"
-    options = ("--port", "0", "--http-port", "0")
+    options = ("--port", "0", "--http-port", "0", *options)
     proc = spawn_serve(store, ready, log, serve_environ(**env), *options)
     ports = wait_ready(proc, ready, log)
     return Server(proc, ports["mllp_port"], ports["http_port"], store, log)
 
 
 @contextlib.contextmanager
-def serving(tmp_path: Path, **env: str) -> Iterator[Server]:
-    server = start_server(tmp_path, **env)
+def serving(tmp_path: Path, *, options: tuple[str, ...] = (), **env: str) -> Iterator[Server]:
+    server = start_server(tmp_path, options=options, **env)
     try:
         yield server
     finally:

@@ -22,7 +22,7 @@ import pytest
 import trustme
 
 from prpgate.core.mllp import Deframer, Frame, frame
-from tests.conftest import wait_for
+from tests.conftest import MAPPINGS, run_prpgate, wait_for
 from tests.integration.test_mllp_serve import (
     IO_TIMEOUT,
     START_TIMEOUT,
@@ -90,7 +90,7 @@ def metric(text: str, name: str) -> float:
 def test_connections_are_dealt_out_and_every_process_commits_to_one_store(
     tmp_path: Path,
 ) -> None:
-    with serving(tmp_path, **WORKERS) as server:
+    with serving(tmp_path, options=("--workers", "2")) as server:
         assert len(workers_of(server.proc.pid)) == 1
         answers = [
             send_on_new_connection(server.mllp_port, original(f"WK{i:04d}", i)) for i in range(8)
@@ -225,3 +225,13 @@ def test_tls_connections_handed_to_the_worker_complete_their_handshake_there(
         assert server.stop() == 0
     assert {code for code, _ in answers} == {"AA"}
     assert len({tag for _, tag in answers}) == 2
+
+
+def test_fewer_than_one_worker_is_a_configuration_error(tmp_path: Path) -> None:
+    proc = run_prpgate(
+        *("serve", "--store", str(tmp_path / "s.sqlite"), "--port", "0", "--workers", "0"),
+        env={"PRPGATE_MAPPINGS": str(MAPPINGS)},
+        timeout=START_TIMEOUT,
+    )
+    assert proc.returncode == 2
+    assert "mllp_workers" in proc.stderr
