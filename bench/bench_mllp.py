@@ -3,8 +3,10 @@ bare asyncio MLLP echo server measured in the same run on the same messages.
 
 Both servers run as their own process; the client (this process) pipelines CBC ORU^R01
 messages over 1 and over 8 connections, each with a window of messages in flight, and
-records every message's send-to-ACK time. A second phase offers a fixed rate (default
-1 000 msgs/s over 8 connections) to read the latency a sender sees at that load.
+records every message's send-to-ACK time. A second phase offers fixed rates (250, 500
+and 1 000 msgs/s over 8 connections) to read the latency a sender sees at that load.
+Serve runs three times: durable with one process (the default), durable with two MLLP
+workers (``mllp_workers=2``), and with fsync off (throughput only).
 
 The client shares the machine's cores with the server: on a small machine the
 figures are a floor, and the echo baseline shows what the client alone can drive.
@@ -288,26 +290,32 @@ def main() -> int:
             stop(echo)
         ceiling = send_ceiling(base, n, env)
         results: dict[str, dict[str, dict[str, float]]] = {}
-        for fsync in ("true", "false"):
+        # (name, environment, tag, rate phase): durable with one process and with two
+        # MLLP workers; fsync off for throughput only (what durability costs)
+        configs = (
+            ("serve", {"PRPGATE_DURABLE": "true"}, "P", rates),
+            ("serve_w2", {"PRPGATE_DURABLE": "true", "PRPGATE_MLLP_WORKERS": "2"}, "W", rates),
+            ("serve_nofsync", {"PRPGATE_DURABLE": "false"}, "Q", []),
+        )
+        for name, extra, tag, offered in configs:
             serve, port = start(
-                serve_command(base / "serve.json", "--store", str(base / f"store-{fsync}.sqlite")),
+                serve_command(base / "serve.json", "--store", str(base / f"store-{name}.sqlite")),
                 base / "serve.json",
-                {**env, "PRPGATE_DURABLE": fsync},
+                {**env, **extra},
             )
             try:
-                # fsync off: throughput only (what durability costs), no rate phase
-                results[fsync] = measure(
+                results[name] = measure(
                     port,
                     n,
-                    "P" if fsync == "true" else "Q",
-                    rates if fsync == "true" else [],
+                    tag,
+                    offered,
                     seconds,
                     send_drive if args.serve_client == "send" else drive,
                 )
             finally:
                 stop(serve)
             (base / "serve.json").unlink(missing_ok=True)
-        durable, no_fsync = results["true"], results["false"]
+        durable, two, no_fsync = results["serve"], results["serve_w2"], results["serve_nofsync"]
         writer_alone = ingest_only(messages(n, "I"), base)
     figures: dict[str, Any] = {
         "messages": n,
@@ -319,13 +327,14 @@ def main() -> int:
     for key, vals in ceiling.items():
         for k, v in vals.items():
             figures[f"mirror_{key}_{k}"] = v
-    for name, res in (("echo", bare), ("serve", durable), ("serve_nofsync", no_fsync)):
+    for name, res in (("echo", bare), *results.items()):
         for key, vals in res.items():
             for k, v in vals.items():
                 figures[f"{name}_{key}_{k}"] = v
     for c in ("c1", "c8"):
         figures[f"ratio_{c}_echo_over_serve"] = bare[c]["msgs_per_s"] / durable[c]["msgs_per_s"]
         figures[f"ratio_{c}_serve_over_ingest_only"] = durable[c]["msgs_per_s"] / writer_alone
+        figures[f"ratio_{c}_w2_over_serve"] = two[c]["msgs_per_s"] / durable[c]["msgs_per_s"]
     if args.json:
         print(json.dumps(figures))
         return 0
@@ -334,6 +343,7 @@ def main() -> int:
     for label, res in (
         ("bare asyncio echo (baseline)", bare),
         ("prpgate serve, durable ACK", durable),
+        ("serve, durable, 2 MLLP workers", two),
         ("prpgate serve, fsync off", no_fsync),
     ):
         for c in ("c1", "c8"):
@@ -349,10 +359,15 @@ def main() -> int:
     for c in ("c1", "c8"):
         print(
             f"  {c[1:]} connection(s): echo/serve {figures[f'ratio_{c}_echo_over_serve']:.1f}x, "
-            f"serve/ingest-alone {figures[f'ratio_{c}_serve_over_ingest_only']:.2f}"
+            f"serve/ingest-alone {figures[f'ratio_{c}_serve_over_ingest_only']:.2f}, "
+            f"2 workers/1 {figures[f'ratio_{c}_w2_over_serve']:.2f}x"
         )
     for rate in rates:
-        for label, res in (("bare asyncio echo", bare), ("prpgate serve, durable", durable)):
+        for label, res in (
+            ("bare asyncio echo", bare),
+            ("prpgate serve, durable", durable),
+            ("serve, 2 MLLP workers", two),
+        ):
             r = res[f"r{int(rate)}"]
             print(
                 f"  offered {rate:>6,.0f} msgs/s over 8 connections, {label:<24}"
