@@ -81,6 +81,7 @@ class ServeProcess:
         self.starts = 0
         self.log: Path | None = None
         self._ready = workdir / "serve.ready.json"
+        self._bound = False  # started once: its ports are the ones senders know
 
     @property
     def fhir_base(self) -> str:
@@ -105,10 +106,26 @@ class ServeProcess:
         return self.proc
 
     def start(self) -> None:
-        """Start and wait until every listener is bound (the ready file is written)."""
-        proc = self.spawn()
-        assert self.log is not None
-        ports = wait_ready(proc, self._ready, self.log)
+        """Start and wait until every listener is bound (the ready file is written).
+
+        A first start whose port another process took after ``free_port`` chose it (an
+        outgoing connection's ephemeral port, say) is tried again on fresh ports.
+        """
+        for _ in range(3):
+            proc = self.spawn()
+            assert self.log is not None
+            try:
+                ports = wait_ready(proc, self._ready, self.log)
+            except AssertionError:
+                in_use = "Address already in use" in self.log.read_text()
+                if self._bound or not in_use or proc.returncode != 2:
+                    raise  # a restart keeps its ports: a sender reconnects there
+                self.mllp_port, self.http_port, self.fhir_port = (free_port() for _ in "abc")
+                continue
+            self._bound = True
+            break
+        else:
+            raise AssertionError("prpgate serve found its ports taken three times")
         assert ports["mllp_port"] == self.mllp_port
         assert ports["fhir_http_port"] == self.fhir_port
 
