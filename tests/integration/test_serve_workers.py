@@ -79,6 +79,20 @@ def send_on_new_connection(port: int, raw: bytes) -> tuple[str, str]:
         return exchange(sock, raw)
 
 
+def two_streams(
+    port: int, msgs: list[tuple[str, bytes]], *, window: int, until: int
+) -> tuple[list[Client], list[threading.Thread]]:
+    """Two pipelining connections (dealt one to serve, one to its worker) sharing
+    ``msgs``, each reading its ACKs on a thread; returns once ``until`` ACKs came back."""
+    clients = [Client(port, msgs[k::2], window=window) for k in range(2)]
+    readers = [threading.Thread(target=c.read_until_closed, daemon=True) for c in clients]
+    for c, r in zip(clients, readers, strict=True):
+        c.start()
+        r.start()
+    wait_for(f"{until} ACKs", lambda: sum(len(c.acked) for c in clients) >= until, START_TIMEOUT)
+    return clients, readers
+
+
 def metric(text: str, name: str) -> float:
     """The value of one sample line (``name`` with its labels) in an exposition."""
     for line in text.splitlines():
@@ -138,13 +152,7 @@ def test_sigterm_stops_the_worker_too_after_it_answered_what_it_had(tmp_path: Pa
     msgs = [(f"WTRM{i:04d}", original(f"WTRM{i:04d}", i)) for i in range(300)]
     with serving(tmp_path, **WORKERS) as server:
         (worker,) = workers_of(server.proc.pid)
-        # two connections: one served by serve, one by its worker
-        clients = [Client(server.mllp_port, msgs[k::2], window=16) for k in range(2)]
-        readers = [threading.Thread(target=c.read_until_closed, daemon=True) for c in clients]
-        for c, r in zip(clients, readers, strict=True):
-            c.start()
-            r.start()
-        wait_for("40 ACKs", lambda: sum(len(c.acked) for c in clients) >= 40, START_TIMEOUT)
+        clients, readers = two_streams(server.mllp_port, msgs, window=16, until=40)
         server.proc.send_signal(signal.SIGTERM)
         for r in readers:
             r.join(timeout=START_TIMEOUT)
@@ -189,12 +197,7 @@ def test_when_serve_is_killed_its_worker_answers_what_it_has_then_stops(
     msgs = [(f"WKIL{i:04d}", original(f"WKIL{i:04d}", i)) for i in range(600)]
     with serving(tmp_path, **WORKERS) as server:
         (worker,) = workers_of(server.proc.pid)
-        clients = [Client(server.mllp_port, msgs[k::2], window=32) for k in range(2)]
-        readers = [threading.Thread(target=c.read_until_closed, daemon=True) for c in clients]
-        for c, r in zip(clients, readers, strict=True):
-            c.start()
-            r.start()
-        wait_for("100 ACKs", lambda: sum(len(c.acked) for c in clients) >= 100, START_TIMEOUT)
+        clients, readers = two_streams(server.mllp_port, msgs, window=32, until=100)
         server.proc.send_signal(signal.SIGKILL)
         assert server.proc.wait(timeout=START_TIMEOUT) == -signal.SIGKILL
         # the worker sees serve's sockets close: it stops as on SIGTERM, by itself
