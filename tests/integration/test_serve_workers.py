@@ -18,10 +18,12 @@ from collections import Counter
 from pathlib import Path
 
 import hl7
+import psycopg
 import pytest
 import trustme
 
 from prpgate.core.mllp import Deframer, Frame, frame
+from prpgate.store.sqlite_writer_lock import lock_path
 from tests.conftest import MAPPINGS, run_prpgate, wait_for
 from tests.integration.test_mllp_serve import (
     IO_TIMEOUT,
@@ -238,3 +240,31 @@ def test_fewer_than_one_worker_is_a_configuration_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "mllp_workers" in proc.stderr
+
+
+@pytest.mark.pg
+def test_workers_on_a_postgresql_store_store_each_message_once(tmp_path: Path, pg_url: str) -> None:
+    raw = original("WPGRETX1", 99)
+    with serving(tmp_path, PRPGATE_STORE_URL=pg_url, **WORKERS) as server:
+        answers = [
+            send_on_new_connection(server.mllp_port, original(f"WPG{i:05d}", i)) for i in range(6)
+        ]
+        with (
+            socket.create_connection(("127.0.0.1", server.mllp_port), timeout=IO_TIMEOUT) as a,
+            socket.create_connection(("127.0.0.1", server.mllp_port), timeout=IO_TIMEOUT) as b,
+        ):
+            first, again = exchange(a, raw), exchange(b, raw)
+        assert server.stop() == 0
+    assert {code for code, _ in answers} == {"AA"}
+    assert len({tag for _, tag in answers}) == 2
+    assert first[1] != again[1]
+    assert first[0] == again[0] == "AA"
+    with psycopg.connect(pg_url, connect_timeout=10) as conn:
+        stored = Counter(
+            (r[0], r[1]) for r in conn.execute("SELECT control_id, status FROM messages")
+        )
+    assert stored == Counter(
+        [(f"WPG{i:05d}", "accepted") for i in range(6)]
+        + [("WPGRETX1", "accepted"), ("WPGRETX1", "duplicate")]
+    )
+    assert not lock_path(tmp_path / "store.sqlite").exists()  # no SQLite writer lock
