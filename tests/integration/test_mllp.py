@@ -733,3 +733,40 @@ def test_mllp_connections_over_the_limit_are_refused(tmp_path: Path, engine: Eng
             w2.close()
 
     run(scenario())
+
+
+def test_mllp_dispatch_mode_serves_what_the_dispatcher_leaves_and_survives_its_failure(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """With a dispatcher, the listener accepts by itself; a connection the dispatcher does
+    not take (or fails on) is served here, and accepting goes on."""
+    offered: list[int] = []
+
+    def dispatch(conn: socket.socket) -> bool:
+        offered.append(conn.fileno())
+        if len(offered) == 1:
+            raise RuntimeError("a dispatcher bug")
+        return False
+
+    async def scenario() -> None:
+        db = SqliteStore(tmp_path / "store.sqlite")
+        writer = StoreWriter(db, engine)
+        listener = MllpListener(MllpConfig(host="127.0.0.1", port=0), writer, clock=FixedClock())
+        await writer.start()
+        await listener.start(dispatch)
+        acks = []
+        try:
+            for control in ("DSP1", "DSP2"):
+                reader, w = await asyncio.open_connection("127.0.0.1", listener.port)
+                w.write(frame(message(control)))
+                await w.drain()
+                acks += await read_frames(reader, 1)
+                w.close()
+            assert listener.is_serving
+        finally:
+            await listener.stop(5.0)
+            await writer.stop()
+        assert len(offered) == 2
+        assert [msa(a)[:3] for a in acks] == [["MSA", "AA", "DSP1"], ["MSA", "AA", "DSP2"]]
+
+    run(scenario())

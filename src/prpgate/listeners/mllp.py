@@ -163,7 +163,12 @@ class MllpListener(MllpReader, MllpResponder):
                 _log.warning("mllp accept failed", error=str(exc))
                 await asyncio.sleep(0.1)
                 continue
-            if not dispatch(conn):
+            try:
+                taken = dispatch(conn)
+            except Exception:  # the dispatcher failed (a bug): serve the connection here
+                _log.exception("mllp dispatch failed")
+                taken = False
+            if not taken:
                 self.adopt(conn)
 
     async def _adopt(self, conn: socket.socket) -> None:
