@@ -20,7 +20,7 @@ from prpgate.errors import StoreError
 from prpgate.ports import Delivery, OutboxStats
 from prpgate.store.sql_access import SqlConnection
 from prpgate.store.sql_outbox import SqlOutbox, utc_text
-from prpgate.store.sqlite_writer_lock import WriterLock
+from prpgate.store.sqlite_writer_lock import WriterLock, held
 
 __all__ = ["SqliteOutboxMixin"]
 
@@ -36,30 +36,24 @@ class SqliteOutboxMixin(SqlOutbox):
 
     @contextmanager
     def _outbox_tx(self) -> Iterator[sqlite3.Connection]:
-        if self._lock is None:
-            yield from self._outbox_tx_unlocked()
-        else:
-            with self._lock.held():
-                yield from self._outbox_tx_unlocked()
-
-    def _outbox_tx_unlocked(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot begin a transaction: {exc}") from exc
-        try:
-            yield self._db
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise StoreError(f"outbox: {exc}") from exc
-        except BaseException:
-            self._rollback()
-            raise
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise StoreError(f"commit failed: {exc}") from exc
+        with held(self._lock):
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot begin a transaction: {exc}") from exc
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"outbox: {exc}") from exc
+            except BaseException:
+                self._rollback()
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"commit failed: {exc}") from exc
 
     def _rollback(self) -> None:
         """Roll back, unless SQLite already has: after a full disk or an I/O error it
