@@ -94,6 +94,23 @@ def test_segment_field_outside_the_segment_is_empty() -> None:
     assert (pid.field(3), pid.field(4), pid.field(99), pid.field(-1)) == ("MRN", "", "", "")
 
 
+def test_segments_are_the_rows_numbered_from_one_and_made_once() -> None:
+    msg = _msg("PID|1||MRN", "OBX|1|NM|6690-2^WBC^LN||7.1")
+    assert [r[0] for r in msg.rows] == ["MSH", "PID", "OBX"]
+    segments = msg.segments
+    assert [(s.name, s.index) for s in segments] == [("MSH", 1), ("PID", 2), ("OBX", 3)]
+    assert [s.fields for s in segments] == [tuple(r) for r in msg.rows]
+    assert msg.segments is segments  # kept, not made again
+
+
+def test_reading_an_oru_does_not_build_segment_values() -> None:
+    from prpgate.core.oru import read_oru
+
+    msg = _msg("PID|1||MRN", "OBR|1||F1|58410-2^CBC^LN", "OBX|1|NM|6690-2^WBC^LN||7.1|10*3/uL")
+    read_oru(msg)
+    assert msg._segments is None  # the hot path reads the rows only
+
+
 def test_field_tree_keeps_msh2_as_one_leaf() -> None:
     msh = _msg().segments[0]
     assert er7.field_tree(msh, 2, D) == [[["^~\\&"]]]
@@ -638,3 +655,18 @@ def test_split_messages_agrees_with_the_line_by_line_reading(
     data = b"".join(lead + body + end for lead, body, end in lines)
     got = [(p.offset, p.offset + len(p.data)) for p in er7.split_messages(data)]
     assert got == _split_by_lines_reference(data)
+
+
+def test_header_of_a_repeated_msh_takes_each_message_own_time_and_control_id() -> None:
+    """MSH is decoded once per sender's text: MSH-7 and MSH-10 still come from each
+    message, and any other difference gives its own reading."""
+    from prpgate.core.oru import read_header
+
+    first = read_header(_msg())
+    later = MSH.replace("20250101120000", "20250102").replace("CTRL1", "CTRL9")
+    second = read_header(er7.parse_message(later + "\r"))
+    other = read_header(er7.parse_message(MSH.replace("NORTHLAB", "SOUTHLAB") + "\r"))
+    assert (first.timestamp, first.control_id) == ("20250101120000", "CTRL1")
+    assert (second.timestamp, second.control_id) == ("20250102", "CTRL9")
+    assert (first.sending_facility, other.sending_facility) == ("NORTHLAB", "SOUTHLAB")
+    assert (other.control_id, other.version) == ("CTRL1", "2.5.1")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from prpgate.core.charset import DEFAULT_CHARSET, choose_codec, decode_bytes
@@ -111,14 +111,45 @@ class Segment:
         return f[n] if 0 <= n < len(f) else ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Message:
-    """A tokenized message: segments in order, delimiters, and the codec used."""
+    """A tokenized message: its rows of raw fields, delimiters, and the codec used.
 
-    segments: tuple[Segment, ...]
+    ``rows[i]`` is segment ``i + 1``'s raw fields as ``Segment.fields`` has them
+    (``rows[i][0]`` the segment id). The message owns the lists: readers index them
+    and never change them. ``segments`` wraps them as ``Segment`` values on first use:
+    the hot path (``core.oru``) reads the rows and never needs them.
+    """
+
+    rows: tuple[list[str], ...]
     delimiters: Delimiters
     charset: str
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...]
+    _segments: tuple[Segment, ...] | None = field(compare=False, repr=False)
+
+    def __init__(
+        self,
+        rows: tuple[list[str], ...],
+        delimiters: Delimiters,
+        charset: str,
+        warnings: tuple[str, ...] = (),
+    ) -> None:
+        _message_rows(self, rows)
+        _message_delimiters(self, delimiters)
+        _message_charset(self, charset)
+        _message_warnings(self, warnings)
+        _message_segments(self, None)
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        """The segments in order (made from ``rows`` on first use, then kept)."""
+        found = self._segments
+        if found is None:
+            found = tuple(
+                Segment(row[0], tuple(row), index) for index, row in enumerate(self.rows, 1)
+            )
+            _message_segments(self, found)
+        return found
 
     def first(self, name: str) -> Segment | None:
         """The first segment with id ``name``, or None."""
@@ -126,6 +157,14 @@ class Message:
             if seg.name == name:
                 return seg
         return None
+
+
+# the slots' own setters: the class is frozen (``_segments`` is written once, later)
+_message_rows = Message.__dict__["rows"].__set__
+_message_delimiters = Message.__dict__["delimiters"].__set__
+_message_charset = Message.__dict__["charset"].__set__
+_message_warnings = Message.__dict__["warnings"].__set__
+_message_segments = Message.__dict__["_segments"].__set__
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,25 +415,7 @@ def parse_message(text: str, *, charset: str = "utf-8") -> Message:
         or not _SEGMENT_IDS.fullmatch(joined)
     ):
         rows = _segment_rows(lines, cr, fs, warnings)
-    # The frozen dataclass __init__ goes through object.__setattr__ per field; on this
-    # hot loop the slots are set directly (same result, a third less time per segment).
-    new, set_name, set_fields, set_index = _SEGMENT_MAKER
-    segments: list[Segment] = []
-    for i, row in enumerate(rows, 1):
-        seg = new(Segment)
-        set_name(seg, row[0])
-        set_fields(seg, tuple(row))
-        set_index(seg, i)
-        segments.append(seg)
-    return Message(tuple(segments), delims, charset, tuple(warnings))
-
-
-_SEGMENT_MAKER = (
-    object.__new__,
-    Segment.__dict__["name"].__set__,
-    Segment.__dict__["fields"].__set__,
-    Segment.__dict__["index"].__set__,
-)
+    return Message(tuple(rows), delims, charset, tuple(warnings))
 
 
 def _segment_rows(lines: list[str], cr: bool, fs: str, warnings: list[str]) -> list[list[str]]:

@@ -135,33 +135,65 @@ _MSH_FIELDS = 19  # MSH-1 .. MSH-18 are read
 
 def read_header(msg: er7.Message) -> Header:
     """Read MSH; raises ParseError (code 100/101) when MSH is missing or unusable."""
-    msh = msg.segments[0] if msg.segments else None
-    if msh is None or msh.name != "MSH":
+    f = msg.rows[0] if msg.rows else None
+    if f is None or f[0] != "MSH":
         raise ParseError("message does not start with MSH", segment="MSH", code=100)
     d = msg.delimiters
-    f = msh.fields
     if len(f) < _MSH_FIELDS:
-        f = f + ("",) * (_MSH_FIELDS - len(f))
-    msh9 = [*_components(f[9], d), "", ""] if f[9] else ["", "", ""]
+        f = f + [""] * (_MSH_FIELDS - len(f))
+    # A sender repeats all of MSH but its time (MSH-7) and control id (MSH-10): the
+    # rest is decoded once per distinct text
+    key = (d, f[3], f[4], f[5], f[6], f[9], f[11], f[12], f[15], f[16], f[18])
+    fixed = _HEADER_PARTS.get(key)
+    if fixed is None:
+        fixed = _header_parts(f, d)
+        if len(_HEADER_PARTS) >= _HEADER_PARTS_LIMIT:
+            _HEADER_PARTS.clear()
+        _HEADER_PARTS[key] = fixed
+    sa, sf, ra, rf, mtype, trigger, structure, pid, version, accept, app_ack, charset = fixed
     return Header(
-        sending_application=_hd(f[3], d),
-        sending_facility=_hd(f[4], d),
-        receiving_application=_hd(f[5], d),
-        receiving_facility=_hd(f[6], d),
-        timestamp=_first(f[7], d),
-        message_type=msh9[0],
-        trigger_event=msh9[1],
-        structure=msh9[2],
-        control_id=_first(f[10], d),
-        processing_id=_first(f[11], d),
-        version=_first(f[12], d),
-        accept_ack_type=_first(f[15], d),
-        application_ack_type=_first(f[16], d),
-        charset=_first(f[18], d),
-        raw_sending_application=f[3],
-        raw_sending_facility=f[4],
-        raw_receiving_application=f[5],
-        raw_receiving_facility=f[6],
+        sa,
+        sf,
+        ra,
+        rf,
+        _first(f[7], d),
+        mtype,
+        trigger,
+        structure,
+        _first(f[10], d),
+        pid,
+        version,
+        accept,
+        app_ack,
+        charset,
+        f[3],
+        f[4],
+        f[5],
+        f[6],
+    )
+
+
+_HeaderParts = tuple[str, str, str, str, str, str, str, str, str, str, str, str]
+_HEADER_PARTS: dict[tuple[object, ...], _HeaderParts] = {}
+_HEADER_PARTS_LIMIT = 1024  # distinct MSH texts kept before the memo starts afresh
+
+
+def _header_parts(f: list[str], d: er7.Delimiters) -> _HeaderParts:
+    """The decoded MSH fields a sender repeats, in Header order (without MSH-7/-10)."""
+    msh9 = [*_components(f[9], d), "", ""] if f[9] else ["", "", ""]
+    return (
+        _hd(f[3], d),
+        _hd(f[4], d),
+        _hd(f[5], d),
+        _hd(f[6], d),
+        msh9[0],
+        msh9[1],
+        msh9[2],
+        _first(f[11], d),
+        _first(f[12], d),
+        _first(f[15], d),
+        _first(f[16], d),
+        _first(f[18], d),
     )
 
 
@@ -224,7 +256,7 @@ class _Walk:
     kinds: _ObxKinds
     patient: Patient | None = None
     order: _Order | None = None
-    waiting: list[er7.Segment] = field(default_factory=list)
+    waiting: list[tuple[list[str], int]] = field(default_factory=list)  # (fields, index)
     results: list[LabResult] = field(default_factory=list)
     patients: list[Patient] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -257,27 +289,28 @@ def read_oru(
         kinds=_kinds_for(msg.delimiters),
         warnings=[*msg.warnings, *warnings],
     )
-    for seg in msg.segments[1:]:
-        name = seg.name
+    rows = msg.rows
+    for index in range(2, len(rows) + 1):  # HL7 segment numbers: MSH is 1
+        f = rows[index - 1]
+        name = f[0]
         if name == "PID":
             _flush_waiting(walk)
-            walk.patient = _read_patient(seg, walk)
+            walk.patient = _read_patient(f, index, walk)
             walk.patients.append(walk.patient)
             walk.order = None
         elif name == "OBR":
-            walk.order = _read_order(seg, walk)
+            walk.order = _read_order(f, index, walk)
             _flush_waiting(walk)
         elif name == "ORC":
             if walk.order is None or walk.order.key == "":
-                f = seg.fields
                 placer = f[2] if len(f) > 2 else ""
                 filler = f[3] if len(f) > 3 else ""
                 walk.order = _Order(key=_order_key(placer, filler, walk.d))
         elif name == "OBX":
             if walk.order is None:
-                walk.waiting.append(seg)
+                walk.waiting.append((f, index))
             else:
-                _read_obx(seg, walk)
+                _read_obx(f, index, walk)
     _flush_waiting(walk, final=True)
     if not walk.patients and walk.results == []:
         # HL7 table 0357: 100 "segment sequence error" covers a required segment missing
@@ -300,8 +333,8 @@ def _flush_waiting(walk: _Walk, *, final: bool = False) -> None:
         walk.order = _Order()
         walk.warnings.append("OBX without any OBR: result identity uses no order number")
     pending, walk.waiting = walk.waiting, []
-    for seg in pending:
-        _read_obx(seg, walk)
+    for f, index in pending:
+        _read_obx(f, index, walk)
 
 
 def _order_key(placer_field: str, filler_field: str, d: er7.Delimiters) -> str:
@@ -318,17 +351,16 @@ def _order_key(placer_field: str, filler_field: str, d: er7.Delimiters) -> str:
 _OBR_FIELDS = 26  # OBR-1 .. OBR-25 are read
 
 
-def _read_order(seg: er7.Segment, walk: _Walk) -> _Order:
+def _read_order(f: list[str], index: int, walk: _Walk) -> _Order:
     d = walk.d
-    f = seg.fields
     if len(f) < _OBR_FIELDS:
-        f = f + ("",) * (_OBR_FIELDS - len(f))
+        f = f + [""] * (_OBR_FIELDS - len(f))
     key = _order_key(f[2], f[3], d)
     if not key and walk.order is not None:
         key = walk.order.key  # ORC carried the order numbers
     if not key:
         walk.warnings.append(
-            f"OBR[{seg.index}] has neither filler (OBR-3) nor placer (OBR-2) order number"
+            f"OBR[{index}] has neither filler (OBR-3) nor placer (OBR-2) order number"
         )
     return _Order(
         key=key,
@@ -341,11 +373,10 @@ def _read_order(seg: er7.Segment, walk: _Walk) -> _Order:
 _PID_FIELDS = 9  # PID-1 .. PID-8 are read
 
 
-def _read_patient(seg: er7.Segment, walk: _Walk) -> Patient:
+def _read_patient(f: list[str], index: int, walk: _Walk) -> Patient:
     d = walk.d
-    f = seg.fields
     if len(f) < _PID_FIELDS:
-        f = f + ("",) * (_PID_FIELDS - len(f))
+        f = f + [""] * (_PID_FIELDS - len(f))
     ids: list[PatientId] = []
     for rep in f[3].split(d.repetition) if f[3] else ():
         comps = er7.components(rep, d)
@@ -368,7 +399,7 @@ def _read_patient(seg: er7.Segment, walk: _Walk) -> Patient:
     sex = _first(f[8], d)
     if not ids:
         walk.problems.append(
-            Problem(f"PID[{seg.index}]-3", "PID-3 has no patient identifier", code=101)
+            Problem(f"PID[{index}]-3", "PID-3 has no patient identifier", code=101)
         )
         return Patient(PatientId("", ""), (), name, birth, sex)
     primary = ids[0]
@@ -470,7 +501,7 @@ def _kinds_for(d: er7.Delimiters) -> _ObxKinds:
     return kinds
 
 
-def _obx_kind(f: tuple[str, ...], d: er7.Delimiters, kinds: _ObxKinds) -> _ObxKind:
+def _obx_kind(f: list[str], d: er7.Delimiters, kinds: _ObxKinds) -> _ObxKind:
     key = (f[2], f[3], f[6], f[7], f[8], f[11])
     kind = kinds.get(key)
     if kind is None:
@@ -481,7 +512,7 @@ def _obx_kind(f: tuple[str, ...], d: er7.Delimiters, kinds: _ObxKinds) -> _ObxKi
     return kind
 
 
-def _decode_obx_kind(f: tuple[str, ...], d: er7.Delimiters) -> _ObxKind:
+def _decode_obx_kind(f: list[str], d: er7.Delimiters) -> _ObxKind:
     codes = _codings(f[3], d)
     unit_code = unit_system = ""
     if f[6]:
@@ -525,21 +556,20 @@ def _value_text(raw_value: str, value_type: str, d: er7.Delimiters) -> tuple[str
     return "", raw_value
 
 
-def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
+def _read_obx(f: list[str], index: int, walk: _Walk) -> None:
     patient = walk.patient
     if patient is None:
         walk.problems.append(
-            Problem(f"OBX[{seg.index}]", "result with no patient (no PID before it)", 100)
+            Problem(f"OBX[{index}]", "result with no patient (no PID before it)", 100)
         )
         return
     d = walk.d
-    f = seg.fields
     if len(f) < _OBX_FIELDS:
-        f = f + ("",) * (_OBX_FIELDS - len(f))
+        f = f + [""] * (_OBX_FIELDS - len(f))
     kind = _obx_kind(f, d, walk.kinds)
     if not kind.codes:
         walk.problems.append(
-            Problem(f"OBX[{seg.index}]-3", "OBX-3 observation identifier is empty", 101)
+            Problem(f"OBX[{index}]-3", "OBX-3 observation identifier is empty", 101)
         )
         return
     comparator, value_text = _value_text(f[5], kind.value_type, d)
@@ -560,7 +590,7 @@ def _read_obx(seg: er7.Segment, walk: _Walk) -> None:
             status,
             ts.fhir if ts else "",
             facility,
-            f"OBX[{seg.index}]",
+            f"OBX[{index}]",
             comparator,
             kind.unit_system,
             kind.reference_range,
