@@ -562,3 +562,34 @@ def test_mapping_shipped_nist_cbc_hb_is_implausible(shipped_mapper: Mapper) -> N
         result(("LN", "718-7"), value="12.5", unit="g/mL", facility="NIST Lab Facility"),
     )
     assert out.reason is UnmappedReason.IMPLAUSIBLE
+
+
+def test_one_codes_tuple_read_with_other_units_and_senders_resolves_each_anew(
+    mapper: Mapper,
+) -> None:
+    """The reader hands out one codes tuple per distinct OBX-3, and the mapper keeps
+    what (facility, codes, unit) resolved to: the unit and the facility are part of it."""
+    first = result(("Local", "wbc"))
+    codes = first.codes
+
+    def again(unit: str, facility: str = "LAB-A") -> Normalised | Unmapped:
+        r = result(("Local", "wbc"), unit=unit, facility=facility)
+        return mapper.normalise(LabResult(**{**_fields(r), "codes": codes}))
+
+    assert normalised(mapper, first).value == Decimal("7.0")
+    thousands = again("K/uL")
+    assert isinstance(thousands, Normalised)
+    assert (thousands.value, thousands.ucum) == (Decimal("7.0"), "10*3/uL")
+    sender_own = again("Gpt/l")  # LAB-A's own spelling
+    assert isinstance(sender_own, Normalised)
+    assert sender_own.ucum == "10*9/L"
+    elsewhere = again("Gpt/l", facility="ELSEWHERE")  # another sender: no such code or unit
+    assert isinstance(elsewhere, Unmapped)
+    assert elsewhere.reason is UnmappedReason.UNMAPPED_CODE
+    wrong = again("mg/L")
+    assert isinstance(wrong, Unmapped)
+    assert wrong.reason is UnmappedReason.UNCONVERTIBLE_UNIT
+
+
+def _fields(r: LabResult) -> dict[str, Any]:
+    return {name: getattr(r, name) for name in LabResult.__dataclass_fields__}

@@ -146,12 +146,22 @@ def decode_bytes(data: bytes, codec: str, *, base_offset: int = 0) -> str:
         raise ParseError(f"unknown codec {codec!r}", code=207) from exc
 
 
-def _facility_ids(msh4: bytes, enc: bytes, fs: bytes) -> list[str]:
+def _facility_ids(msh4: bytes, enc: bytes, fs: bytes) -> tuple[str, ...]:
     """MSH-4 universal id (component 2) and namespace id (component 1), as sent."""
-    rep, comp = enc[1:2] or fs, enc[0:1] or fs
-    hd = msh4.split(rep, 1)[0].split(comp)
-    ids = [hd[i].decode("latin-1").strip() for i in (1, 0) if i < len(hd)]
-    return [i for i in ids if i]
+    key = (msh4, enc, fs)
+    found = _FACILITY_IDS.get(key)
+    if found is None:
+        rep, comp = enc[1:2] or fs, enc[0:1] or fs
+        hd = msh4.split(rep, 1)[0].split(comp)
+        ids = [hd[i].decode("latin-1").strip() for i in (1, 0) if i < len(hd)]
+        found = tuple(i for i in ids if i)
+        if len(_FACILITY_IDS) >= 1024:  # a sender repeats its MSH-4; a bound for safety
+            _FACILITY_IDS.clear()
+        _FACILITY_IDS[key] = found
+    return found
+
+
+_FACILITY_IDS: dict[tuple[bytes, bytes, bytes], tuple[str, ...]] = {}
 
 
 def choose_codec(

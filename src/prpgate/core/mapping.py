@@ -270,6 +270,22 @@ class _Unit:
 
 
 _NO_SENDER = _Sender("", False, {}, {}, {}, {})
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """What a result's (sending facility, codes, unit text) resolve to: its sender,
+    and its analyte and unit, or (``analyte`` None) why its codes name none."""
+
+    sender: _Sender
+    analyte: _Analyte | None
+    problem: ValueProblem  # why there is no analyte (_NO_PROBLEM when there is one)
+    unit: _Unit | ValueProblem  # the same problem when there is no analyte
+
+
+_NO_PROBLEM = ValueProblem(
+    UnmappedReason.UNMAPPED_CODE, "(not a problem: the codes name an analyte)"
+)
 _RESOLVED_CACHE_LIMIT = 10_000
 
 
@@ -332,6 +348,22 @@ class Mapper:
         self._analyte_memo: dict[
             tuple[str, int], tuple[tuple[Coding, ...], str | ValueProblem]
         ] = {}
+        # the same, with the unit: (facility, id(codes), unit text) -> what they resolve
+        # to, so a result of a known kind costs one lookup before its value is read
+        self._kinds: dict[tuple[str, int, str], tuple[tuple[Coding, ...], _Kind]] = {}
+
+    # -- what a result's codes and unit resolve to ----------------------------------
+
+    def _kind_of(self, result: LabResult) -> tuple[tuple[Coding, ...], _Kind]:
+        """The sender, analyte and unit a result's (facility, codes, unit) resolve to,
+        with the codes tuple the entry is for."""
+        sender = self._senders.get(result.sending_facility, _NO_SENDER)
+        analyte_id = self._analyte_of(result, sender)
+        if isinstance(analyte_id, ValueProblem):
+            return result.codes, _Kind(sender, None, analyte_id, analyte_id)
+        analyte = self._analytes[analyte_id]
+        unit = self._unit_for(result.unit_text, sender, analyte)
+        return result.codes, _Kind(sender, analyte, _NO_PROBLEM, unit)
 
     # -- analyte ------------------------------------------------------------------
 
@@ -478,16 +510,26 @@ class Mapper:
         NOT_NUMERIC, UNKNOWN_UNIT, UNCONVERTIBLE_UNIT or IMPLAUSIBLE, with a
         human-readable detail naming code, unit and facility). Never raises.
         """
-        sender = self._senders.get(result.sending_facility, _NO_SENDER)
-        analyte_id = self._analyte_of(result, sender)
-        if isinstance(analyte_id, ValueProblem):
-            return Unmapped(result, analyte_id.reason, analyte_id.detail)
-        analyte = self._analytes[analyte_id]
+        codes = result.codes
+        key = (result.sending_facility, id(codes), result.unit_text)
+        kind = self._kinds.get(key)
+        if kind is None or kind[0] is not codes:
+            kind = self._kind_of(result)
+            if len(self._kinds) >= _RESOLVED_CACHE_LIMIT:
+                self._kinds.clear()
+            self._kinds[key] = kind
+        k = kind[1]
+        analyte = k.analyte
+        if analyte is None:
+            problem = k.problem
+            return Unmapped(result, problem.reason, problem.detail)
+        analyte_id = analyte.id
+        unit = k.unit
         value = read_value(
             result.value_text,
             result.comparator_text,
             value_type=result.value_type,
-            decimal_comma=sender.decimal_comma,
+            decimal_comma=k.sender.decimal_comma,
         )
         if isinstance(value, ValueProblem):
             return Unmapped(
@@ -497,7 +539,6 @@ class Mapper:
                 analyte_id,
             )
         comparator, sent = value
-        unit = self._unit_for(result.unit_text, sender, analyte)
         if isinstance(unit, ValueProblem):
             return Unmapped(
                 result,

@@ -192,8 +192,10 @@ def content_hash(raw: bytes) -> str:
 
     A retransmit that differs only in line endings or MLLP framing is the same content.
     """
-    body = raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r").strip(b"\r\x0b\x1c\x00 ")
-    return hashlib.sha256(body).hexdigest()
+    body = raw
+    if b"\n" in body:  # a scan; the replacements copy the message even when they change nothing
+        body = body.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+    return hashlib.sha256(body.strip(b"\r\x0b\x1c\x00 ")).hexdigest()
 
 
 def _reject(raw: bytes, digest: str, exc: ParseError, header: Header | None) -> Reading:
