@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from prpgate.core.model import (
     Coding,
@@ -118,6 +120,22 @@ def test_judge_below_rule_with_and_without_comparators(
 ) -> None:
     j = judge(LEUKOPENIA, Decimal(value), cmp)
     assert (j.met, j.severity) == (met, severity)
+
+
+@given(st.decimals(min_value=-1000, max_value=1000, allow_nan=False, places=3))
+def test_judge_a_plain_value_against_both_thresholds(value: Decimal) -> None:
+    """Without a comparator: high beyond the high threshold, moderate beyond only the
+    moderate one, else not met (thresholds themselves are not beyond)."""
+    for rule, beyond in ((LEUKOCYTOSIS, Decimal.__gt__), (LEUKOPENIA, Decimal.__lt__)):
+        j = judge(rule, value, None)
+        if beyond(value, rule.high):
+            expected = (True, Severity.HIGH, rule.high)
+        elif beyond(value, rule.moderate):
+            expected = (True, Severity.MODERATE, rule.moderate)
+        else:
+            expected = (False, None, rule.moderate)
+        assert (j.met, j.severity, j.threshold) == expected
+        assert (j.value, j.comparator) == (value, None)
 
 
 def test_judge_crp_less_than_five_is_not_inflammation() -> None:

@@ -90,3 +90,15 @@ def test_hot_path_values_construct_as_declared() -> None:
     assert moved != key
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.value_text = "6"  # type: ignore[misc]
+
+
+def test_patient_key_is_system_and_value_and_follows_a_replace() -> None:
+    mrn = PatientId("urn:oid:1.2.3", "M1", "MR")
+    assert mrn.key == "urn:oid:1.2.3|M1"
+    assert PatientId(system="urn:x", value="M1").type_code == ""
+    other = dataclasses.replace(mrn, value="M2")
+    assert (other.key, other.type_code) == ("urn:oid:1.2.3|M2", "MR")
+    assert other != mrn
+    assert mrn == PatientId("urn:oid:1.2.3", "M1", "MR")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        mrn.key = "x"  # type: ignore[misc]

@@ -72,7 +72,7 @@ def _lab_opinion(r: LabResult, met: bool | None) -> str:
 # text of a codes tuple (the reader hands out one tuple per distinct OBX-3). Keyed by
 # identity, with the object held in the entry so the identity stays its.
 _RULE_INPUTS: dict[int, tuple[Rule, list[str]]] = {}
-_CODE_TEXTS: dict[int, tuple[tuple[Coding, ...], list[str]]] = {}
+_CODE_TEXTS: dict[int, tuple[tuple[Coding, ...], tuple[str, ...]]] = {}
 _MEMO_LIMIT = 4096
 
 
@@ -86,14 +86,14 @@ def _rule_inputs(rule: Rule) -> list[str]:
     return found[1]
 
 
-def _code_texts(codes: tuple[Coding, ...]) -> list[str]:
+def _code_texts(codes: tuple[Coding, ...]) -> tuple[str, ...]:
     found = _CODE_TEXTS.get(id(codes))
     if found is None or found[0] is not codes:
-        found = (codes, [f"{c.system}^{c.code}^{c.display}" for c in codes])
+        found = (codes, tuple(f"{c.system}^{c.code}^{c.display}" for c in codes))
         if len(_CODE_TEXTS) >= _MEMO_LIMIT:
             _CODE_TEXTS.clear()
         _CODE_TEXTS[id(codes)] = found
-    return list(found[1])
+    return found[1]
 
 
 def explain_results(
@@ -103,6 +103,8 @@ def explain_results(
 
     A result record keeps what was read and how it was normalised; for a deciding
     result, ``rules`` lists each rule applied as ``[id, direction, moderate, high]``.
+    Records are for the store, which writes them as JSON: their lists may be tuples,
+    and tuples shared between records (the codes of one OBX-3).
     The verdicts and their words are not stored: they are a pure function of those
     inputs (``judge``), and ``expand_result`` derives them when someone asks.
     """
@@ -121,10 +123,10 @@ def explain_results(
             "result": key,
             "code": _code_texts(r.codes),
             "status": status._value_,
-            "sent": f"{r.comparator_text}{r.value_text}",
+            "sent": r.comparator_text + r.value_text,
             "sent_unit": r.unit_text,
             "reference_range": r.reference_range,
-            "abnormal_flags": list(r.abnormal_flags),
+            "abnormal_flags": r.abnormal_flags,
             "effective": r.effective,
         }
         if isinstance(item, Normalised):

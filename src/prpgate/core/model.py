@@ -75,19 +75,31 @@ class Coding:
     display: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class PatientId:
     """A patient identifier: ``system`` is a URI (from PID-3's assigning authority),
-    ``value`` the identifier (the MRN); ``type_code`` as sent (``MR``, ``SS``, …)."""
+    ``value`` the identifier (the MRN); ``type_code`` as sent (``MR``, ``SS``, …).
+
+    ``key`` is the stable key used by the store and in output identities,
+    ``system|value``; written once, at construction (it is read per result).
+    """
 
     system: str
     value: str
     type_code: str = ""
+    key: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def key(self) -> str:
-        """Stable key used by the store and in output identities: ``system|value``."""
-        return f"{self.system}|{self.value}"
+    def __init__(self, system: str, value: str, type_code: str = "") -> None:
+        _patient_system(self, system)
+        _patient_value(self, value)
+        _patient_type_code(self, type_code)
+        _patient_key(self, f"{system}|{value}")
+
+
+_patient_system = PatientId.__dict__["system"].__set__
+_patient_value = PatientId.__dict__["value"].__set__
+_patient_type_code = PatientId.__dict__["type_code"].__set__
+_patient_key = PatientId.__dict__["key"].__set__
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,4 +225,4 @@ class Normalised:
     factor: Decimal
 
 
-fast_init(Coding, PatientId, Patient, LabResult, Unmapped, Normalised)
+fast_init(Coding, Patient, LabResult, Unmapped, Normalised)

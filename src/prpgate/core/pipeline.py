@@ -298,9 +298,14 @@ def evaluate(
     by_patient: dict[str, list[Normalised | Unmapped]] = {}
     patients: dict[str, Patient] = {}
     for r in reading.results:
-        pk = r.result.patient.identifier.key
-        by_patient.setdefault(pk, []).append(r)
-        patients.setdefault(pk, r.result.patient)
+        who = r.result.patient
+        pk = who.identifier.key
+        group = by_patient.get(pk)
+        if group is None:
+            by_patient[pk] = [r]
+            patients[pk] = who
+        else:
+            group.append(r)
     decisions: list[PatientDecisions] = []
     emitted: list[Emitted] = []
     explanation: list[dict[str, Any]] = []
@@ -311,7 +316,7 @@ def evaluate(
             for i in items
             if i.result.status is ResultStatus.ENTERED_IN_ERROR
         ]
-        state = states.get(pk, PatientState(pk))
+        state = states.get(pk) or PatientState(pk)
         d = decide(
             engine.rules_by_analyte,
             normalised,

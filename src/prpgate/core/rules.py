@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
+from types import MappingProxyType
 
 from prpgate.core.model import Comparator, Normalised
 from prpgate.core.state import OutputKind, PatientState, StoredOutput, StoredResult
@@ -128,6 +129,13 @@ def _settles(
 def judge(rule: Rule, value: Decimal, comparator: Comparator | None) -> Judgement:
     """Apply one rule to a canonical value (with its comparator, if any)."""
     direction = rule.direction
+    if comparator is None:  # the common case, _settles without a comparator, inline
+        hi, mod = rule.high, rule.moderate
+        if value > hi if direction is Direction.ABOVE else value < hi:
+            return Judgement(rule, True, Severity.HIGH, hi, value, None)
+        if value > mod if direction is Direction.ABOVE else value < mod:
+            return Judgement(rule, True, Severity.MODERATE, mod, value, None)
+        return Judgement(rule, False, None, mod, value, None)
     if _settles(direction, value, comparator, rule.high) is True:
         return Judgement(rule, True, Severity.HIGH, rule.high, value, comparator)
     moderate = _settles(direction, value, comparator, rule.moderate)
@@ -283,7 +291,7 @@ def decide(
     verdicts: dict[tuple[str, str], Judgement] = {}  # (rule id, result key), for the Flags
     for key, item in latest_version.items():
         prior_issues = issues_by_result.get(key)
-        existing = {o.rule: o for o in prior_issues} if prior_issues else {}
+        existing = {o.rule: o for o in prior_issues} if prior_issues else _NO_OUTPUTS
         for rule in rules_by_analyte.get(item.analyte, ()):
             j = judge(rule, item.value, item.comparator)
             verdicts[(rule.id, key)] = j
@@ -324,6 +332,9 @@ def decide(
         flags=tuple(flags),
         judgements=tuple(judgements),
     )
+
+
+_NO_OUTPUTS: Mapping[str, StoredOutput] = MappingProxyType({})
 
 
 def _find_rule(rules_by_analyte: Mapping[str, Sequence[Rule]], rule_id: str) -> Rule | None:
