@@ -293,7 +293,7 @@ def draft_issue(
     values = (
         resource_id("DetectedIssue", ident),
         ident,
-        j.severity.value,
+        j.severity._value_,
         patient.system,
         patient.value,
         *((identified,) if identified else ()),

@@ -25,17 +25,16 @@ def issue_detail(change: IssueChange, control: str) -> str:
     if change.status == "entered-in-error" or n is None or change.judgement is None:
         return change.reason
     r = n.result
-    sign = ">" if rule.direction.value == "above" else "<"
-    cmp = n.comparator.value if n.comparator else ""
+    sign = ">" if rule.direction._value_ == "above" else "<"
+    cmp = n.comparator._value_ if n.comparator else ""
+    j = change.judgement
     parts = [
         f"{rule.display}: {n.analyte.upper()} {cmp}{n.value} {n.unit}".rstrip(),
         f"(sent {r.comparator_text}{r.value_text} {r.unit_text})".replace(" )", ")"),
-        f"{sign} {change.judgement.threshold} {n.unit}, severity {change.judgement.severity.value}"
-        if change.judgement.severity
-        else "",
+        f"{sign} {j.threshold} {n.unit}, severity {j.severity._value_}" if j.severity else "",
     ]
     text = " ".join(p for p in parts if p) + "."
-    text += " " + _lab_opinion(r, change.judgement.met)
+    text += " " + _lab_opinion(r, j.met)
     sender = f" from {r.sending_facility}" if r.sending_facility else ""
     text += f" Source: message {control} {r.source}{sender}."
     return text

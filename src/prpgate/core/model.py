@@ -43,17 +43,21 @@ class ResultStatus(Enum):
     @property
     def is_deciding(self) -> bool:
         """Only final, corrected and amended results take part in decisions."""
-        # identity tests: hashing an Enum member for a set lookup is a Python-level call
-        return (
-            self is ResultStatus.FINAL
-            or self is ResultStatus.CORRECTED
-            or self is ResultStatus.AMENDED
-        )
+        # identity tests: hashing an Enum member for a set lookup is a Python-level
+        # call, and reading a member off its class (ResultStatus.FINAL) a descriptor's
+        return self is _FINAL or self is _CORRECTED or self is _AMENDED
 
     @property
     def is_retraction(self) -> bool:
         """An entered-in-error result retracts what its earlier versions caused."""
-        return self is ResultStatus.ENTERED_IN_ERROR
+        return self is _ENTERED_IN_ERROR
+
+
+# the members the properties above test for, as module constants (see is_deciding)
+_FINAL = ResultStatus.FINAL
+_CORRECTED = ResultStatus.CORRECTED
+_AMENDED = ResultStatus.AMENDED
+_ENTERED_IN_ERROR = ResultStatus.ENTERED_IN_ERROR
 
 
 class Comparator(Enum):
@@ -194,7 +198,10 @@ class UnmappedReason(Enum):
     @property
     def is_problem(self) -> bool:
         """True for every reason but NOT_USED: something a mapping author must look at."""
-        return self is not UnmappedReason.NOT_USED
+        return self is not _NOT_USED
+
+
+_NOT_USED = UnmappedReason.NOT_USED
 
 
 @dataclass(frozen=True, slots=True)

@@ -394,7 +394,9 @@ def _read_patient(f: list[str], index: int, walk: _Walk) -> Patient:
     names = _components(f[5], d) if f[5] else [""]
     name_family = names[0]
     name_given = names[1] if len(names) > 1 else ""
-    name = " ".join(p for p in (name_given, name_family) if p)
+    name = (
+        f"{name_given} {name_family}" if name_given and name_family else name_given or name_family
+    )
     birth = _first(f[7], d)
     sex = _first(f[8], d)
     if not ids:
@@ -402,9 +404,9 @@ def _read_patient(f: list[str], index: int, walk: _Walk) -> Patient:
             Problem(f"PID[{index}]-3", "PID-3 has no patient identifier", code=101)
         )
         return Patient(PatientId("", ""), (), name, birth, sex)
-    primary = ids[0]
-    if len(ids) > 1:
-        primary = next((i for i in ids if i.type_code == "MR"), ids[0])
+    if len(ids) == 1:
+        return Patient(ids[0], (), name, birth, sex)
+    primary = next((i for i in ids if i.type_code == "MR"), ids[0])
     others = tuple(i for i in ids if i is not primary)
     return Patient(primary, others, name, birth, sex)
 

@@ -187,6 +187,11 @@ class Outcome:
     explanation: tuple[dict[str, Any], ...]
 
 
+# members read per result, as module constants (see model.ResultStatus.is_deciding)
+_ENTERED_IN_ERROR = ResultStatus.ENTERED_IN_ERROR
+_NOT_NUMERIC = UnmappedReason.NOT_NUMERIC
+
+
 def content_hash(raw: bytes) -> str:
     """SHA-256 of the message bytes with segment terminators normalised.
 
@@ -243,7 +248,7 @@ def read(raw: bytes, engine: Engine) -> Reading:
     for item in results:
         if (
             isinstance(item, Unmapped)
-            and item.reason is UnmappedReason.NOT_NUMERIC
+            and item.reason is _NOT_NUMERIC
             and item.result.value_type == "NM"
         ):
             errors.append(
@@ -314,7 +319,7 @@ def evaluate(
         retracted: list[Normalised | str] = [
             i if isinstance(i, Normalised) else i.result.key.text
             for i in items
-            if i.result.status is ResultStatus.ENTERED_IN_ERROR
+            if i.result.status is _ENTERED_IN_ERROR
         ]
         state = states.get(pk) or PatientState(pk)
         d = decide(
@@ -332,7 +337,7 @@ def evaluate(
     explanation.extend(
         {
             "kind": "output",
-            "resource": e.kind.value,
+            "resource": e.kind._value_,
             "identifier": e.identifier,
             "status": e.status,
             "rule": e.rule,

@@ -19,7 +19,7 @@ Semantics (DESIGN.md, Evaluator):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 from types import MappingProxyType
@@ -55,6 +55,15 @@ class Severity(Enum):
     HIGH = "high"
 
 
+# members used on the hot path, as module constants: reading a member off its Enum
+# class is a descriptor call (see model.ResultStatus.is_deciding)
+_ABOVE = Direction.ABOVE
+_HIGH = Severity.HIGH
+_MODERATE = Severity.MODERATE
+_GT, _GE, _LT, _LE = Comparator.GT, Comparator.GE, Comparator.LT, Comparator.LE
+_DETECTED_ISSUE = OutputKind.DETECTED_ISSUE
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One rule of the pack; thresholds are in the analyte's canonical unit."""
@@ -69,7 +78,7 @@ class Rule:
     unit: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Judgement:
     """The verdict of one rule on one value (with its comparator, if any).
 
@@ -83,13 +92,39 @@ class Judgement:
     threshold: Decimal
     value: Decimal
     comparator: Comparator | None
+    _note: str | None = field(compare=False, repr=False)
+
+    def __init__(
+        self,
+        rule: Rule,
+        met: bool | None,
+        severity: Severity | None,
+        threshold: Decimal,
+        value: Decimal,
+        comparator: Comparator | None,
+    ) -> None:
+        _judgement_rule(self, rule)
+        _judgement_met(self, met)
+        _judgement_severity(self, severity)
+        _judgement_threshold(self, threshold)
+        _judgement_value(self, value)
+        _judgement_comparator(self, comparator)
+        _judgement_note(self, None)
 
     @property
     def note(self) -> str:
-        """The verdict in words (written when asked: most verdicts are never shown)."""
+        """The verdict in words (written when first asked, then kept: most verdicts are
+        never shown, a finding's is shown by its DetectedIssue and its Flag)."""
+        note = self._note
+        if note is None:
+            note = self._words()
+            _judgement_note(self, note)
+        return note
+
+    def _words(self) -> str:
         rule, comparator = self.rule, self.comparator
         sign = ">" if rule.direction is Direction.ABOVE else "<"
-        shown = f"{comparator.value if comparator else ''}{self.value}"
+        shown = f"{comparator._value_ if comparator else ''}{self.value}"
         if self.severity is Severity.HIGH:
             return f"{shown} {sign} {rule.high} (high threshold)"
         if self.severity is Severity.MODERATE:
@@ -103,24 +138,34 @@ class Judgement:
         return f"{shown} does not settle whether the value is {sign} {rule.moderate}"
 
 
+# the slots' own setters: the class is frozen, and object.__setattr__ costs more
+_judgement_rule = Judgement.__dict__["rule"].__set__
+_judgement_met = Judgement.__dict__["met"].__set__
+_judgement_severity = Judgement.__dict__["severity"].__set__
+_judgement_threshold = Judgement.__dict__["threshold"].__set__
+_judgement_value = Judgement.__dict__["value"].__set__
+_judgement_comparator = Judgement.__dict__["comparator"].__set__
+_judgement_note = Judgement.__dict__["_note"].__set__
+
+
 def _settles(
     direction: Direction, value: Decimal, cmp: Comparator | None, t: Decimal
 ) -> bool | None:
     """Is 'x above/below t' settled for a true value x described by (cmp, value)?"""
-    if direction is Direction.ABOVE:
+    if direction is _ABOVE:
         if cmp is None:
             return value > t
-        if cmp is Comparator.GT:
+        if cmp is _GT:
             return True if value >= t else None
-        if cmp is Comparator.GE:
+        if cmp is _GE:
             return True if value > t else None
         # x < value or x <= value: not above t when value <= t
         return False if value <= t else None
     if cmp is None:
         return value < t
-    if cmp is Comparator.LT:
+    if cmp is _LT:
         return True if value <= t else None
-    if cmp is Comparator.LE:
+    if cmp is _LE:
         return True if value < t else None
     # x > value or x >= value: not below t when value >= t
     return False if value >= t else None
@@ -131,16 +176,16 @@ def judge(rule: Rule, value: Decimal, comparator: Comparator | None) -> Judgemen
     direction = rule.direction
     if comparator is None:  # the common case, _settles without a comparator, inline
         hi, mod = rule.high, rule.moderate
-        if value > hi if direction is Direction.ABOVE else value < hi:
-            return Judgement(rule, True, Severity.HIGH, hi, value, None)
-        if value > mod if direction is Direction.ABOVE else value < mod:
-            return Judgement(rule, True, Severity.MODERATE, mod, value, None)
+        if value > hi if direction is _ABOVE else value < hi:
+            return Judgement(rule, True, _HIGH, hi, value, None)
+        if value > mod if direction is _ABOVE else value < mod:
+            return Judgement(rule, True, _MODERATE, mod, value, None)
         return Judgement(rule, False, None, mod, value, None)
     if _settles(direction, value, comparator, rule.high) is True:
-        return Judgement(rule, True, Severity.HIGH, rule.high, value, comparator)
+        return Judgement(rule, True, _HIGH, rule.high, value, comparator)
     moderate = _settles(direction, value, comparator, rule.moderate)
     if moderate is True:
-        return Judgement(rule, True, Severity.MODERATE, rule.moderate, value, comparator)
+        return Judgement(rule, True, _MODERATE, rule.moderate, value, comparator)
     return Judgement(rule, moderate, None, rule.moderate, value, comparator)
 
 
@@ -221,7 +266,7 @@ def decide(
     issues_by_result: dict[str, list[StoredOutput]] = {}
     flags_by_rule: dict[str, StoredOutput] = {}
     for out in state.outputs:
-        if out.kind is OutputKind.DETECTED_ISSUE:
+        if out.kind is _DETECTED_ISSUE:
             issues_by_result.setdefault(out.result_key, []).append(out)
         else:
             flags_by_rule[out.rule] = out
@@ -378,4 +423,4 @@ def _flag_change(
     return None
 
 
-fast_init(Judgement, IssueChange, FlagChange, PatientDecisions)
+fast_init(IssueChange, FlagChange, PatientDecisions)
