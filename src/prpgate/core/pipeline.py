@@ -76,6 +76,9 @@ class Disposition(Enum):
     DUPLICATE = "duplicate"  # retransmit of a committed message, not processed again
 
 
+_ACCEPTED, _AA = Disposition.ACCEPTED, AckCode.AA  # read per message (see _ENTERED_IN_ERROR)
+
+
 class Normaliser(Protocol):
     """The mapping layer as the pipeline sees it (``core.mapping.Mapper``)."""
 
@@ -144,7 +147,7 @@ class Reading:
 
     def needs(self) -> Needs:
         """Which patients, analytes and result identities evaluation will look at."""
-        if self.disposition is not Disposition.ACCEPTED:
+        if self.disposition is not _ACCEPTED:
             return Needs({}, {})
         analytes: dict[str, set[str]] = {}
         keys: dict[str, set[str]] = {}
@@ -190,6 +193,7 @@ class Outcome:
 # members read per result, as module constants (see model.ResultStatus.is_deciding)
 _ENTERED_IN_ERROR = ResultStatus.ENTERED_IN_ERROR
 _NOT_NUMERIC = UnmappedReason.NOT_NUMERIC
+_DETECTED_ISSUE, _FLAG = OutputKind.DETECTED_ISSUE, OutputKind.FLAG
 
 
 def content_hash(raw: bytes) -> str:
@@ -243,7 +247,7 @@ def read(raw: bytes, engine: Engine) -> Reading:
         except ParseError:
             header = None
         return _reject(raw, digest, exc, header)
-    results = tuple(engine.mapper.normalise(r) for r in oru.results)
+    results = tuple(map(engine.mapper.normalise, oru.results))
     errors = [_problem_error(p) for p in oru.problems]
     for item in results:
         if (
@@ -271,8 +275,8 @@ def read(raw: bytes, engine: Engine) -> Reading:
     return Reading(
         raw=raw,
         content_hash=digest,
-        disposition=Disposition.ACCEPTED,
-        ack=AckCode.AA,
+        disposition=_ACCEPTED,
+        ack=_AA,
         header=oru.header,
         results=results,
         patients=oru.patients,
@@ -297,7 +301,7 @@ def evaluate(
     the output resource versions that differ from what was stored, and an
     explanation record per judgement, unmapped result and output change.
     """
-    if reading.disposition is not Disposition.ACCEPTED or reading.header is None:
+    if reading.disposition is not _ACCEPTED or reading.header is None:
         return Outcome((), (), ())
     control = reading.header.control_id
     by_patient: dict[str, list[Normalised | Unmapped]] = {}
@@ -368,7 +372,7 @@ def _emit(
         issue_for_result[(change.rule.id, change.result_key)] = ident
         e = _versioned(
             ident,
-            OutputKind.DETECTED_ISSUE,
+            _DETECTED_ISSUE,
             d.patient_key,
             change.rule.id,
             change.result_key,
@@ -388,7 +392,7 @@ def _emit(
         result_key = flag.decider.key if flag.decider else flag.trigger_key
         e = _versioned(
             ident,
-            OutputKind.FLAG,
+            _FLAG,
             d.patient_key,
             flag.rule.id,
             result_key,
