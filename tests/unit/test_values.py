@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from prpgate.core.model import Coding, LabResult, Patient, PatientId, ResultKey, ResultStatus
-from prpgate.core.values import fast_init
+from prpgate.core.values import fast_init, remember
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -102,3 +102,12 @@ def test_patient_key_is_system_and_value_and_follows_a_replace() -> None:
     assert mrn == PatientId("urn:oid:1.2.3", "M1", "MR")
     with pytest.raises(dataclasses.FrozenInstanceError):
         mrn.key = "x"  # type: ignore[misc]
+
+
+def test_remember_keeps_a_value_and_starts_afresh_at_its_bound() -> None:
+    memo: dict[str, int] = {}
+    assert remember(memo, "a", 1, limit=2) == 1
+    remember(memo, "b", 2, limit=2)
+    assert memo == {"a": 1, "b": 2}
+    remember(memo, "c", 3, limit=2)  # full: what was kept goes, the new value stays
+    assert memo == {"c": 3}

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from prpgate.core.values import remember
 from prpgate.errors import ParseError
 
 __all__ = [
@@ -154,10 +155,7 @@ def _facility_ids(msh4: bytes, enc: bytes, fs: bytes) -> tuple[str, ...]:
         rep, comp = enc[1:2] or fs, enc[0:1] or fs
         hd = msh4.split(rep, 1)[0].split(comp)
         ids = [hd[i].decode("latin-1").strip() for i in (1, 0) if i < len(hd)]
-        found = tuple(i for i in ids if i)
-        if len(_FACILITY_IDS) >= 1024:  # a sender repeats its MSH-4; a bound for safety
-            _FACILITY_IDS.clear()
-        _FACILITY_IDS[key] = found
+        found = remember(_FACILITY_IDS, key, tuple(i for i in ids if i), 1024)
     return found
 
 

@@ -44,6 +44,7 @@ from prpgate.core.units import (
     is_dimensionless_code,
     plain_decimal,
 )
+from prpgate.core.values import remember
 
 __all__ = [
     "AnalyteDef",
@@ -514,10 +515,7 @@ class Mapper:
         key = (result.sending_facility, id(codes), result.unit_text)
         kind = self._kinds.get(key)
         if kind is None or kind[0] is not codes:
-            kind = self._kind_of(result)
-            if len(self._kinds) >= _RESOLVED_CACHE_LIMIT:
-                self._kinds.clear()
-            self._kinds[key] = kind
+            kind = remember(self._kinds, key, self._kind_of(result), _RESOLVED_CACHE_LIMIT)
         k = kind[1]
         analyte = k.analyte
         if analyte is None:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from prpgate.core import er7
 from prpgate.core.model import Coding, LabResult, Patient, PatientId, ResultKey, ResultStatus
 from prpgate.core.timestamps import parse_ts
-from prpgate.core.values import fast_init
+from prpgate.core.values import fast_init, remember
 from prpgate.errors import ParseError
 
 __all__ = [
@@ -146,10 +146,7 @@ def read_header(msg: er7.Message) -> Header:
     key = (d, f[3], f[4], f[5], f[6], f[9], f[11], f[12], f[15], f[16], f[18])
     fixed = _HEADER_PARTS.get(key)
     if fixed is None:
-        fixed = _header_parts(f, d)
-        if len(_HEADER_PARTS) >= _HEADER_PARTS_LIMIT:
-            _HEADER_PARTS.clear()
-        _HEADER_PARTS[key] = fixed
+        fixed = remember(_HEADER_PARTS, key, _header_parts(f, d), _HEADER_PARTS_LIMIT)
     sa, sf, ra, rf, mtype, trigger, structure, pid, version, accept, app_ack, charset = fixed
     return Header(
         sa,
@@ -507,10 +504,7 @@ def _obx_kind(f: list[str], d: er7.Delimiters, kinds: _ObxKinds) -> _ObxKind:
     key = (f[2], f[3], f[6], f[7], f[8], f[11])
     kind = kinds.get(key)
     if kind is None:
-        kind = _decode_obx_kind(f, d)
-        if len(kinds) >= _OBX_KINDS_LIMIT:
-            kinds.clear()
-        kinds[key] = kind
+        kind = remember(kinds, key, _decode_obx_kind(f, d), _OBX_KINDS_LIMIT)
     return kind
 
 

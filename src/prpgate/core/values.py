@@ -13,9 +13,12 @@ defaults and result, the class stays frozen, about half the time.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["fast_init"]
+K = TypeVar("K")
+V = TypeVar("V")
+
+__all__ = ["fast_init", "remember"]
 
 
 def fast_init(*classes: type[Any]) -> None:
@@ -55,3 +58,15 @@ def fast_init(*classes: type[Any]) -> None:
         init.__qualname__ = f"{cls.__qualname__}.__init__"
         init.__doc__ = cls.__init__.__doc__
         setattr(cls, "__init__", init)  # noqa: B010 - mypy refuses assigning a method
+
+
+def remember(memo: dict[K, V], key: K, value: V, limit: int) -> V:
+    """Keep ``value`` under ``key`` in a memo of what a sender repeats, and return it.
+
+    The memo is bounded: at ``limit`` entries it starts afresh (senders repeat a few
+    hundred texts; a stream of distinct ones must not grow it without end).
+    """
+    if len(memo) >= limit:
+        memo.clear()
+    memo[key] = value
+    return value
