@@ -25,7 +25,7 @@ from prpgate.store.rows import message_values, stored_outputs, stored_results
 from prpgate.store.sql_reads import SqlReads
 from prpgate.store.sqlite_checkpoint import Checkpointer
 from prpgate.store.sqlite_outbox import SqliteOutboxMixin
-from prpgate.store.sqlite_writer_lock import WriterLock, held
+from prpgate.store.sqlite_writer_lock import WriterLock
 
 __all__ = ["SCHEMA_VERSION", "SqliteSession", "SqliteStore", "patient_hash"]
 
@@ -253,26 +253,11 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
     @contextmanager
     def session(self) -> Iterator[SqliteSession]:
         """A write transaction (BEGIN IMMEDIATE), committed durably on normal exit."""
-        with held(self._lock):
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot begin a transaction: {exc}") from exc
-            session = SqliteSession(self._db)
-            try:
-                yield session
-                session.flush()
-            except sqlite3.Error as exc:  # a write failed (disk full, I/O error, ...)
-                self._rollback()
-                raise StoreError(f"write failed: {exc}") from exc
-            except BaseException:
-                self._rollback()
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise StoreError(f"commit failed: {exc}") from exc
+        # a write that fails (disk full, I/O error, ...) reads "write failed: ..."
+        with self._write_tx("write failed") as db:
+            session = SqliteSession(db)
+            yield session
+            session.flush()
 
     def close(self) -> None:
         """Close the connection (after the background checkpointer's last checkpoint)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,8 +34,14 @@ class SqliteOutboxMixin(SqlOutbox):
     _db: sqlite3.Connection
     _lock: WriterLock | None
 
+    def _outbox_tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._write_tx("outbox")
+
     @contextmanager
-    def _outbox_tx(self) -> Iterator[sqlite3.Connection]:
+    def _write_tx(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One BEGIN IMMEDIATE transaction (under the writer lock when there is one),
+        committed on normal exit and rolled back on any failure; a SQLite error in the
+        body is raised as StoreError ``<what>: ...``."""
         with held(self._lock):
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -45,7 +51,7 @@ class SqliteOutboxMixin(SqlOutbox):
                 yield self._db
             except sqlite3.Error as exc:
                 self._rollback()
-                raise StoreError(f"outbox: {exc}") from exc
+                raise StoreError(f"{what}: {exc}") from exc
             except BaseException:
                 self._rollback()
                 raise
