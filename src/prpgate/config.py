@@ -138,7 +138,8 @@ class Settings(BaseSettings):
         le=100,
         description="serve: how long a Python thread runs before another may take over "
         "(sys.setswitchinterval, in ms). The listener waits this long at most for the "
-        "store writer's thread before it can write an ACK; CPython's default is 5 ms.",
+        "store writer's thread (PostgreSQL: whole batches; SQLite: waits and commits) "
+        "before it can write an ACK; CPython's default is 5 ms.",
     )
     shutdown_grace: float = Field(
         default=10.0,

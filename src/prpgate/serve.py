@@ -1,11 +1,9 @@
 """``prpgate serve``: the long-running process.
 
-In each serve process, one store writer owns the store: every commit, and every
-other use of the store connection, runs on its single worker thread. Messages that
-arrive together, on any connection, share one transaction and one fsync (group
-commit): while one batch commits, the next gathers, so latency stays one fsync at
-low load and throughput grows with load. A message's future resolves only after its
-batch has committed durably; the listener acknowledges only then.
+In each serve process, one store writer (``store_writer``) owns the store: messages
+that arrive together, on any connection, share one transaction and one fsync (group
+commit), and a message's future resolves only after its batch has committed durably;
+the listener acknowledges only then.
 
 Beside the MLLP listener, a small asyncio HTTP server answers ``GET /healthz``
 (process up), ``GET /readyz`` (store reachable, listener bound) and ``GET /metrics``
@@ -21,7 +19,6 @@ delivery worker, and its ``/metrics`` adds up every process's figures.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import signal
@@ -29,10 +26,8 @@ import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import structlog
 from prometheus_client import (
@@ -45,17 +40,18 @@ from prometheus_client import (
 )
 
 from prpgate.config import Settings
-from prpgate.core.pipeline import Disposition, Engine, Reading, read
+from prpgate.core.pipeline import Disposition, Engine
 from prpgate.delivery.wiring import open_worker
 from prpgate.engine import build_engine
-from prpgate.errors import ConfigError, StoreConflictError, StoreError
-from prpgate.ingest import Ingested, ingest
+from prpgate.errors import ConfigError, StoreError
+from prpgate.ingest import Ingested
 from prpgate.listeners.fhir_wiring import fhir_listener
 from prpgate.listeners.mllp import MllpConfig, MllpListener
 from prpgate.metrics_merge import merge_expositions
-from prpgate.ports import Clock, MessageRecord, OutboxStats, Store, StoreBackend, StoreSession
+from prpgate.ports import Clock, OutboxStats, Store, StoreBackend
 from prpgate.serve_workers import WorkerPool
 from prpgate.store.factory import open_store, store_location
+from prpgate.store_writer import StoreWriter
 from prpgate.warmup import warm_up
 
 __all__ = [
@@ -71,9 +67,7 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("prpgate.serve")
-T = TypeVar("T")
 
-_CONFLICT_RETRIES = 8  # runs of one message that lost a race, before answering "send again"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -182,190 +176,8 @@ class ServeMetrics:
         self.ack_latency.observe(seconds)
 
 
-@dataclass(slots=True)
-class _Job:
-    future: asyncio.Future[Any]
-    raw: bytes = b""
-    source: str = ""
-    received_at: datetime | None = None
-    record: MessageRecord | None = None
-    reading: Reading | None = None
-
-
 # /readyz says "not ready" this long after a failed commit (unless one succeeds meanwhile)
 _UNREADY_AFTER_FAILED_COMMIT = 30.0
-
-
-class StoreWriter:
-    """The one owner of the store: group commits on a single worker thread.
-
-    ``submit``/``submit_record`` enqueue immediately (call order is commit order) and
-    return a future resolved after the durable commit, or failed with StoreError.
-    A batch that fails is retried one message per transaction, so one bad message
-    cannot take its neighbours down with it.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        engine: Engine,
-        *,
-        max_batch: int = 256,
-        metrics: ServeMetrics | None = None,
-    ) -> None:
-        self._store = store
-        self._engine = engine
-        self._max_batch = max_batch
-        self._metrics = metrics
-        # jobs in call order; None: stop. The loop thread appends, the worker thread takes
-        self._jobs: collections.deque[_Job | None] = collections.deque()
-        self._pending = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prpgate-store")
-        # a SQLite store that several processes write offers a turn (SqliteStore.writer_turn)
-        self._turn: Callable[[], None] | None = getattr(store, "writer_turn", None)
-        self._task: asyncio.Task[None] | None = None
-        self._stopped = False
-        # the last commit that failed, while no commit has succeeded since: (when, why)
-        self.failing: tuple[float, str] | None = None
-
-    async def start(self) -> None:
-        """Start the writer task."""
-        self._task = asyncio.create_task(self._run(), name="prpgate-store-writer")
-
-    async def stop(self) -> None:
-        """Commit what is queued, then close the store and the worker thread."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self._jobs.append(None)
-        self._pending.set()
-        if self._task is not None:
-            await self._task
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._store.close)
-        self._executor.shutdown(wait=True)
-
-    def submit(self, raw: bytes, *, source: str, received_at: datetime) -> asyncio.Future[Ingested]:
-        """Ingest one message in the next batch; resolves after its commit.
-
-        The message is read (parsed and mapped: no store needed) here, on the caller's
-        thread, while the writer thread commits earlier ones: SQLite releases the GIL
-        while it writes and syncs, so the two overlap.
-        """
-        fut: asyncio.Future[Ingested] = asyncio.get_running_loop().create_future()
-        reading = read(raw, self._engine) if not self._stopped else None
-        self._enqueue(_Job(fut, raw=raw, source=source, received_at=received_at, reading=reading))
-        return fut
-
-    def submit_record(self, record: MessageRecord) -> asyncio.Future[int]:
-        """Record one input that is not a message; resolves to its id after the commit."""
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Job(fut, record=record))
-        return fut
-
-    async def call(self, fn: Callable[[Store], T], *, timeout: float = 10.0) -> T:
-        """Run ``fn(store)`` on the writer thread (reads: readiness, counts).
-
-        Raises StoreError when it fails or takes longer than ``timeout`` seconds.
-        """
-        loop = asyncio.get_running_loop()
-        try:
-            return await asyncio.wait_for(
-                loop.run_in_executor(self._executor, fn, self._store), timeout
-            )
-        except TimeoutError as exc:
-            raise StoreError(f"the store did not answer within {timeout} s") from exc
-        except Exception as exc:  # any failure of the store call: report, chained
-            if isinstance(exc, StoreError):
-                raise
-            raise StoreError(f"store call failed: {exc}") from exc
-
-    def _enqueue(self, job: _Job) -> None:
-        if self._stopped:
-            job.future.set_exception(StoreError("the store writer is shutting down"))
-            return
-        self._jobs.append(job)
-        self._pending.set()
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        stop = False
-        while not stop:
-            await self._pending.wait()
-            self._pending.clear()
-            if not self._jobs:
-                continue
-            batch, stop, outcomes = await loop.run_in_executor(self._executor, self._next_batch)
-            if self._jobs:
-                self._pending.set()  # more arrived meanwhile: the next batch at once
-            for job, out in zip(batch, outcomes, strict=True):
-                if job.future.done():
-                    continue
-                if isinstance(out, BaseException):
-                    job.future.set_exception(out)
-                else:
-                    job.future.set_result(out)
-
-    def _next_batch(self) -> tuple[list[_Job], bool, list[object]]:
-        """On the worker thread: wait for the store's turn when several processes write
-        it, then take what is queued (up to ``max_batch``) and commit it. Gathering after
-        the wait lets what arrived meanwhile share the commit. (batch, stop, outcomes)."""
-        if self._turn is not None:
-            try:
-                self._turn()
-            except OSError as exc:  # the session's own wait for the lock reports it too
-                _log.error("store writer lock failed", error=str(exc))
-        batch: list[_Job] = []
-        stop = False
-        while len(batch) < self._max_batch and self._jobs:
-            job = self._jobs.popleft()  # deque: safe beside the loop thread's append
-            if job is None:
-                stop = True
-                break
-            batch.append(job)
-        if not batch:  # only the stop marker: the turn ends when the store closes
-            return batch, stop, []
-        return batch, stop, self._commit(batch)
-
-    def _commit(self, batch: list[_Job], conflicts: int = 0) -> list[object]:
-        """On the worker thread: one transaction for the batch; isolate on failure. A
-        message alone that lost a race with another instance (StoreConflictError) runs
-        again."""
-        started = time.perf_counter()
-        try:
-            with self._store.session() as session:
-                outcomes = [self._apply(session, job) for job in batch]
-        except Exception as exc:  # one worker iteration: the batch's failure is reported
-            if len(batch) > 1:
-                return [self._commit([job])[0] for job in batch]
-            if isinstance(exc, StoreConflictError) and conflicts < _CONFLICT_RETRIES:
-                time.sleep(0.005 * (conflicts + 1))  # the winner commits meanwhile
-                return self._commit(batch, conflicts + 1)
-            _log.error("store commit failed", error=str(exc), kind=type(exc).__name__)
-            self.failing = (time.monotonic(), str(exc))
-            if isinstance(exc, StoreError):
-                return [exc]
-            err = StoreError(f"could not commit: {type(exc).__name__}: {exc}")
-            err.__cause__ = exc
-            return [err]
-        self.failing = None
-        if self._metrics is not None:
-            self._metrics.commit_latency.observe(time.perf_counter() - started)
-            self._metrics.batch_size.observe(len(batch))
-        return outcomes
-
-    def _apply(self, session: StoreSession, job: _Job) -> object:
-        if job.record is not None:
-            return session.add_message(job.record)
-        assert job.received_at is not None
-        return ingest(
-            session,
-            self._engine,
-            job.raw,
-            source=job.source,
-            received_at=job.received_at,
-            reading=job.reading,
-        )
 
 
 # ------------------------------------------------------------------- HTTP
@@ -522,9 +334,9 @@ async def serve(
     MappingError (mappings) or StoreError (the store cannot be opened).
 
     While it serves, the interpreter's thread switch interval is
-    ``gil_switch_interval_ms``: the store writer's thread evaluates and commits while the
-    listener's thread waits for the GIL to read frames and write ACKs, and with CPython's
-    5 ms default an ACK could wait that long behind a batch being evaluated.
+    ``gil_switch_interval_ms``: the store writer's thread (on PostgreSQL it runs whole
+    batches; on SQLite only the waits and COMMITs) and the checkpointer run beside the
+    loop's thread, and with CPython's 5 ms default an ACK could wait that long for the GIL.
     """
     with switch_interval(settings.gil_switch_interval_ms):
         await _serve(settings, engine, clock, stop, on_ready, handle_signals)

@@ -46,6 +46,19 @@ class WriterLock:
         message that arrived meanwhile share that batch's commit."""
         fcntl.flock(self._fd, fcntl.LOCK_EX)
 
+    def try_acquire(self) -> bool:
+        """Take the lock if no other process holds it (True), without waiting. Taking it
+        again while this descriptor holds it succeeds at once."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        """Let the next process's writer go (``acquire``/``try_acquire`` took the lock)."""
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
     @contextmanager
     def held(self) -> Iterator[None]:
         """Hold the lock for the block (waits for another process's writer to finish),
