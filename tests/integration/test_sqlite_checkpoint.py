@@ -9,6 +9,7 @@ from pathlib import Path
 from prpgate.core.pipeline import Engine
 from prpgate.ingest import ingest
 from prpgate.store.sqlite import SqliteStore
+from prpgate.store.sqlite_checkpoint import WAL_SIZE_LIMIT
 from tests.conftest import FIXED_NOW, load
 
 
@@ -66,3 +67,36 @@ def test_a_store_without_background_checkpoints_checkpoints_in_its_commits(
         assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
     finally:
         store.close()
+
+
+def test_a_long_running_store_cuts_its_wal_back_once_the_load_pauses(
+    tmp_path: Path, engine: Engine
+) -> None:
+    path = tmp_path / "store.sqlite"
+    wal = path.with_name(path.name + "-wal")
+    store = SqliteStore(path, background_checkpoints=True)
+    try:
+        limit = store._db.execute("PRAGMA journal_size_limit").fetchone()[0]
+        assert limit == WAL_SIZE_LIMIT
+        # the same mechanism with a limit this test can pass quickly
+        small = 256 * 1024
+        store._db.execute(f"PRAGMA journal_size_limit={small}")
+        for batch in range(40):  # commits back to back: the WAL only grows
+            _fill(store, engine, 5, f"G{batch:02d}-")
+        assert wal.stat().st_size > 4 * small
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        seen = checkpointer.checkpoints
+        deadline = time.monotonic() + 15  # a pause: the checkpointer catches up
+        while checkpointer.checkpoints < seen + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checkpointer.checkpoints >= seen + 2
+        _fill(store, engine, 1, "AFTER")  # starts the WAL afresh, cut back to the limit
+        assert wal.stat().st_size <= small
+    finally:
+        store.close()
+    reopened = SqliteStore(path)
+    try:
+        assert len(reopened.list_messages(limit=1000)) == 201
+    finally:
+        reopened.close()
