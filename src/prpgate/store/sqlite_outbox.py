@@ -16,11 +16,11 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from prpgate.errors import StoreError
 from prpgate.ports import Delivery, OutboxStats
 from prpgate.store.sql_access import SqlConnection
 from prpgate.store.sql_outbox import SqlOutbox, utc_text
-from prpgate.store.sqlite_writer_lock import WriterLock, held
+from prpgate.store.sqlite_split import SplitTransaction
+from prpgate.store.sqlite_writer_lock import WriterLock
 
 __all__ = ["SqliteOutboxMixin"]
 
@@ -41,32 +41,13 @@ class SqliteOutboxMixin(SqlOutbox):
     def _write_tx(self, what: str) -> Iterator[sqlite3.Connection]:
         """One BEGIN IMMEDIATE transaction (under the writer lock when there is one),
         committed on normal exit and rolled back on any failure; a SQLite error in the
-        body is raised as StoreError ``<what>: ...``."""
-        with held(self._lock):
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot begin a transaction: {exc}") from exc
-            try:
-                yield self._db
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise StoreError(f"{what}: {exc}") from exc
-            except BaseException:
-                self._rollback()
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise StoreError(f"commit failed: {exc}") from exc
-
-    def _rollback(self) -> None:
-        """Roll back, unless SQLite already has: after a full disk or an I/O error it
-        may roll the transaction back itself, and a ROLLBACK then fails ("no transaction
-        is active"), hiding the error that matters."""
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+        body is raised as StoreError ``<what>: ...`` (``SplitTransaction``'s steps in a
+        row)."""
+        tx = SplitTransaction(self._db, self._lock)
+        tx.begin()
+        with tx.writing(what) as db:
+            yield db
+        tx.commit()
 
     def claim_due(
         self,

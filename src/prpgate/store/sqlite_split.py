@@ -11,12 +11,15 @@ COMMIT syncs.
 Steps: ``try_begin`` (never waits) or ``begin`` (waits as the store's busy timeout
 allows), then ``run`` (the statements; rolled back on failure), then ``commit`` or
 ``rollback``. Each step's failure is a StoreError worded as ``SqliteStore.session``'s.
+``SqliteStore``'s own transactions (``session``, the outbox) are the same steps taken in a
+row on one thread (``SqliteOutboxMixin._write_tx``).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from prpgate.errors import StoreError
@@ -79,22 +82,29 @@ class SplitTransaction:
             raise StoreError(f"cannot begin a transaction: {exc}") from exc
         self._open = True
 
-    def run(self, body: Callable[[SqliteSession], T]) -> T:
-        """``body(session)`` and the rows the session holds back, in the open transaction.
-        On any failure the transaction is rolled back; a SQLite error is raised as
-        StoreError ``write failed: ...``, anything else as it is."""
+    @contextmanager
+    def writing(self, what: str = "write failed") -> Iterator[sqlite3.Connection]:
+        """The open transaction's connection for a block of statements. On any failure
+        the transaction is rolled back; a SQLite error is raised as StoreError
+        ``<what>: ...``, anything else as it is."""
         if not self._open:
             raise StoreError("no transaction is open")
-        session = SqliteSession(self._db)
         try:
-            out = body(session)
-            session.flush()
+            yield self._db
         except sqlite3.Error as exc:
             self.rollback()
-            raise StoreError(f"write failed: {exc}") from exc
+            raise StoreError(f"{what}: {exc}") from exc
         except BaseException:
             self.rollback()
             raise
+
+    def run(self, body: Callable[[SqliteSession], T]) -> T:
+        """``body(session)`` and the rows the session holds back, in the open transaction
+        (``writing``: a failure rolls back and reads ``write failed: ...``)."""
+        with self.writing() as db:
+            session = SqliteSession(db)
+            out = body(session)
+            session.flush()
         return out
 
     def commit(self) -> None:

@@ -19,10 +19,10 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["WriterLock", "held", "lock_path"]
+__all__ = ["WriterLock", "lock_path"]
 
 
 def lock_path(store_path: Path) -> Path:
@@ -74,8 +74,3 @@ class WriterLock:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def held(lock: WriterLock | None) -> AbstractContextManager[None]:
-    """``lock.held()``, or nothing to hold for a store without a writer lock."""
-    return lock.held() if lock is not None else nullcontext()
