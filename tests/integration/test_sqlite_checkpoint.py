@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
+
+import psutil
+import pytest
 
 from prpgate.core.pipeline import Engine
 from prpgate.ingest import ingest
 from prpgate.store.sqlite import SqliteStore
-from prpgate.store.sqlite_checkpoint import WAL_SIZE_LIMIT
+from prpgate.store.sqlite_checkpoint import QUIET_CHECKS, WAL_SIZE_LIMIT, idle_io_priority
 from tests.conftest import FIXED_NOW, load
 
 
@@ -69,34 +73,93 @@ def test_a_store_without_background_checkpoints_checkpoints_in_its_commits(
         store.close()
 
 
-def test_a_long_running_store_cuts_its_wal_back_once_the_load_pauses(
+def test_a_long_running_store_truncates_its_wal_once_the_load_pauses(
     tmp_path: Path, engine: Engine
 ) -> None:
     path = tmp_path / "store.sqlite"
     wal = path.with_name(path.name + "-wal")
     store = SqliteStore(path, background_checkpoints=True)
     try:
-        limit = store._db.execute("PRAGMA journal_size_limit").fetchone()[0]
-        assert limit == WAL_SIZE_LIMIT
-        # the same mechanism with a limit this test can pass quickly
-        small = 256 * 1024
-        store._db.execute(f"PRAGMA journal_size_limit={small}")
-        for batch in range(40):  # commits back to back: the WAL only grows
-            _fill(store, engine, 5, f"G{batch:02d}-")
-        assert wal.stat().st_size > 4 * small
         checkpointer = store._checkpointer
         assert checkpointer is not None
-        seen = checkpointer.checkpoints
-        deadline = time.monotonic() + 15  # a pause: the checkpointer catches up
-        while checkpointer.checkpoints < seen + 2 and time.monotonic() < deadline:
+        assert checkpointer.wal_limit == WAL_SIZE_LIMIT
+        # the writer's own connection never cuts the file back inside a commit
+        assert store._db.execute("PRAGMA journal_size_limit").fetchone() == (-1,)
+        # the same mechanism with a limit and an interval this test can pass quickly
+        small = 256 * 1024
+        checkpointer.wal_limit = small
+        checkpointer._interval = 0.1
+        writing_until = time.monotonic() + 1.5
+        batch = 0
+        while time.monotonic() < writing_until:  # commits back to back: the WAL only grows
+            _fill(store, engine, 5, f"G{batch:03d}-")
+            batch += 1
+        # checkpoints went on meanwhile, none of them truncated under the writes
+        assert checkpointer.checkpoints >= QUIET_CHECKS + 2
+        assert checkpointer.truncations == 0
+        assert wal.stat().st_size > 4 * small
+        deadline = time.monotonic() + 15  # a pause: the checkpointer catches up, truncates
+        while checkpointer.truncations == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert checkpointer.checkpoints >= seen + 2
-        _fill(store, engine, 1, "AFTER")  # starts the WAL afresh, cut back to the limit
-        assert wal.stat().st_size <= small
+        assert checkpointer.truncations == 1
+        assert wal.stat().st_size == 0
+        _fill(store, engine, 1, "AFTER")  # the store writes on into the emptied WAL
     finally:
         store.close()
     reopened = SqliteStore(path)
     try:
-        assert len(reopened.list_messages(limit=1000)) == 201
+        assert len(reopened.list_messages(limit=10_000)) == 5 * batch + 1
     finally:
         reopened.close()
+
+
+def test_a_wal_the_writer_holds_is_not_truncated_under_it(tmp_path: Path, engine: Engine) -> None:
+    path = tmp_path / "store.sqlite"
+    store = SqliteStore(path, background_checkpoints=True)
+    other = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        checkpointer.wal_limit = 0
+        checkpointer._interval = 0.05
+        _fill(store, engine, 20, "H")
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the store
+        seen = checkpointer.checkpoints
+        deadline = time.monotonic() + 15
+        while checkpointer.checkpoints < seen + 2 * QUIET_CHECKS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # the checkpointer went on without waiting for the store, and truncated nothing
+        assert checkpointer.checkpoints >= seen + 2 * QUIET_CHECKS
+        truncated = checkpointer.truncations
+        time.sleep(0.3)
+        assert checkpointer.truncations == truncated
+        other.execute("ROLLBACK")
+        deadline = time.monotonic() + 15
+        while checkpointer.truncations == truncated and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checkpointer.truncations > truncated  # the store free again: truncated
+    finally:
+        other.close()
+        store.close()
+    reopened = SqliteStore(path)
+    try:
+        assert len(reopened.list_messages(limit=1000)) == 20
+    finally:
+        reopened.close()
+
+
+def test_the_checkpoint_thread_does_its_disk_io_in_the_idle_class() -> None:
+    if not hasattr(psutil, "IOPRIO_CLASS_IDLE"):
+        pytest.skip("this platform has no disk I/O priority classes (Linux only)")
+    seen: list[object] = []
+
+    def probe() -> None:
+        seen.append(idle_io_priority())
+        seen.append(psutil.Process(threading.get_native_id()).ionice().ioclass)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    assert seen == [True, psutil.IOPRIO_CLASS_IDLE]
+    # only that thread: the process's other threads keep their priority
+    assert psutil.Process().ionice().ioclass != psutil.IOPRIO_CLASS_IDLE

@@ -18,7 +18,7 @@ from pathlib import Path
 from prpgate.errors import StoreError
 from prpgate.store.migrations import SCHEMA_VERSION, migrate_sqlite
 from prpgate.store.sql_reads import SqlReads
-from prpgate.store.sqlite_checkpoint import Checkpointer, limit_wal
+from prpgate.store.sqlite_checkpoint import Checkpointer
 from prpgate.store.sqlite_outbox import SqliteOutboxMixin
 from prpgate.store.sqlite_session import SqliteSession
 from prpgate.store.sqlite_split import SplitTransaction
@@ -72,7 +72,6 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
             if background_checkpoints:
                 # commits never checkpoint themselves; a thread does it (sqlite_checkpoint)
                 self._db.execute("PRAGMA wal_autocheckpoint=0")
-                limit_wal(self._db)  # a busy hour's WAL does not keep its size for good
                 self._checkpointer = Checkpointer(self.path)
                 self._checkpointer.start()
         except (sqlite3.Error, OSError) as exc:
