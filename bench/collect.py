@@ -185,15 +185,21 @@ def _mllp(f: dict[str, Any]) -> list[Row]:
                 )
             )
     for rate in f.get("rates", []):
-        for key, who in ((f"serve_r{int(rate)}", ""), (f"serve_w2_r{int(rate)}", ", 2 workers")):
+        for key, who in (
+            (f"serve_r{int(rate)}", ""),
+            (f"serve_fresh_r{int(rate)}", ", fresh store"),
+            (f"serve_w2_r{int(rate)}", ", 2 workers"),
+        ):
             if f"{key}_p99_ms" in f:
+                runs = int(f.get(f"{key}_repeats", 1))
+                each = ", ".join(f"{f[f'{key}_p99_ms_{k}']:.1f}" for k in range(1, runs + 1))
                 rows.append(
                     (
                         f"MLLP ACK latency at {int(rate):,} msgs/s offered, 8 connections"
                         f"{who}, p50 / p99 ms (goal p99 ≤ 10 ms at 1 000)",
                         f"{f[f'{key}_p50_ms']:.1f} / {f[f'{key}_p99_ms']:.1f} "
                         f"({_n(f[f'{key}_msgs_per_s'])} msgs/s done)",
-                        "",
+                        f"median of {runs} runs, p99 {each}" if runs > 1 else "",
                         "",
                     )
                 )
