@@ -38,6 +38,8 @@ from pathlib import Path
 import psutil
 import structlog
 
+from prpgate.store.sqlite_split import BUSY_TIMEOUT_MS, not_waiting
+
 __all__ = ["QUIET_CHECKS", "WAL_SIZE_LIMIT", "Checkpointer", "idle_io_priority"]
 
 # A WAL file larger than this is truncated once the store has been quiet for
@@ -48,8 +50,6 @@ QUIET_CHECKS = 5
 
 _PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
 _TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
-_NO_WAIT = "PRAGMA busy_timeout=0"
-_WAIT = "PRAGMA busy_timeout=10000"
 
 
 def idle_io_priority() -> bool:
@@ -109,7 +109,9 @@ class Checkpointer:
         if not idle_io_priority():
             _log.info("checkpoint thread keeps the default disk priority")
         try:
-            db = sqlite3.connect(str(self._path), isolation_level=None, timeout=10.0)
+            db = sqlite3.connect(
+                str(self._path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+            )
         except sqlite3.Error as exc:
             _log.error("checkpoint connection failed", error=str(exc))
             return
@@ -147,11 +149,8 @@ class Checkpointer:
         checkpoint tries again."""
         size = self._last_write[0] if self._last_write else 0
         started = time.perf_counter()
-        db.execute(_NO_WAIT)
-        try:
+        with not_waiting(db):
             busy, _, _ = db.execute(_TRUNCATE).fetchone()
-        finally:
-            db.execute(_WAIT)
         if not busy:
             self.truncations += 1
             self._quiet = 0

@@ -26,13 +26,25 @@ from prpgate.errors import StoreError
 from prpgate.store.sqlite_session import SqliteSession
 from prpgate.store.sqlite_writer_lock import WriterLock
 
-__all__ = ["BUSY_TIMEOUT_MS", "WAIT_FOR_WRITERS", "SplitTransaction"]
+__all__ = ["BUSY_TIMEOUT_MS", "WAIT_FOR_WRITERS", "SplitTransaction", "not_waiting"]
 
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000  # a store connection's wait for another writer
 WAIT_FOR_WRITERS = f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}"  # a store connection's setting
+_NO_WAIT = "PRAGMA busy_timeout=0"
 _SQLITE_BUSY = 5  # SQLite's primary result code for "database is locked"
+
+
+@contextmanager
+def not_waiting(db: sqlite3.Connection) -> Iterator[None]:
+    """Statements in the block fail at once (SQLITE_BUSY) where another connection holds
+    what they need, instead of waiting; the store's busy timeout is back after it."""
+    db.execute(_NO_WAIT)
+    try:
+        yield
+    finally:
+        db.execute(WAIT_FOR_WRITERS)
 
 
 class SplitTransaction:
@@ -53,13 +65,9 @@ class SplitTransaction:
         thread that may wait, then). Raises StoreError when SQLite fails otherwise."""
         if self._lock is not None and not self._lock.try_acquire():
             return False
-        db = self._db
         try:
-            db.execute("PRAGMA busy_timeout=0")
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            finally:
-                db.execute(WAIT_FOR_WRITERS)
+            with not_waiting(self._db):
+                self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             if self._lock is not None:
                 self._lock.release()
