@@ -43,13 +43,15 @@ def test_a_second_writer_waits_until_the_first_releases(tmp_path: Path) -> None:
     entered = threading.Event()
 
     def take() -> None:
-        with second.held():
-            entered.set()
+        second.acquire()
+        entered.set()
+        second.release()
 
-    with first.held():
-        t = threading.Thread(target=take, daemon=True)
-        t.start()
-        assert not entered.wait(0.3)  # blocked while the first holds it
+    first.acquire()
+    t = threading.Thread(target=take, daemon=True)
+    t.start()
+    assert not entered.wait(0.3)  # blocked while the first holds it
+    first.release()
     assert entered.wait(TIMEOUT)
     t.join(TIMEOUT)
     assert free(first.path)
@@ -57,12 +59,16 @@ def test_a_second_writer_waits_until_the_first_releases(tmp_path: Path) -> None:
     second.close()
 
 
-def test_acquire_keeps_the_lock_for_the_next_block_which_releases_it(tmp_path: Path) -> None:
+def test_acquire_keeps_the_lock_for_the_next_taker_whose_release_frees_it(
+    tmp_path: Path,
+) -> None:
     lock = WriterLock(tmp_path / "s.sqlite")
     lock.acquire()
     assert not free(lock.path)
-    with lock.held():
-        assert not free(lock.path)
+    lock.acquire()  # the store's next transaction takes it again: at once
+    assert lock.try_acquire()
+    assert not free(lock.path)
+    lock.release()
     assert free(lock.path)
     lock.close()
 
@@ -135,7 +141,8 @@ def test_the_store_writer_gathers_its_batch_once_it_has_its_turn(tmp_path: Path)
         writer = StoreWriter(SqliteStore(path, writer_lock=True), engine, metrics=metrics)
         await writer.start()
         try:
-            with other_process.held():
+            other_process.acquire()
+            try:
                 futures = []
                 for i in range(5):
                     raw = template.replace(b"PRPFX0036", f"TURN{i:04d}".encode())
@@ -143,6 +150,8 @@ def test_the_store_writer_gathers_its_batch_once_it_has_its_turn(tmp_path: Path)
                     futures.append(writer.submit(raw, source="test", received_at=now))
                     await asyncio.sleep(0.05)  # each alone would have been a batch of one
                 assert not any(f.done() for f in futures)  # waiting for the turn
+            finally:
+                other_process.release()
             done = await asyncio.wait_for(asyncio.gather(*futures), TIMEOUT)
             return [d.message_id for d in done]
         finally:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["WriterLock", "lock_path"]
@@ -41,9 +39,10 @@ class WriterLock:
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def acquire(self) -> None:
-        """Wait for the lock and keep it: the next ``held`` block then starts at once and
-        releases it. A writer that forms its batch only once it has its turn lets every
-        message that arrived meanwhile share that batch's commit."""
+        """Wait for the lock and keep it until ``release``; taking it again while this
+        descriptor holds it succeeds at once (the store's next transaction does, and
+        releases it at its end). A writer that forms its batch only once it has its turn
+        lets every message that arrived meanwhile share that batch's commit."""
         fcntl.flock(self._fd, fcntl.LOCK_EX)
 
     def try_acquire(self) -> bool:
@@ -58,16 +57,6 @@ class WriterLock:
     def release(self) -> None:
         """Let the next process's writer go (``acquire``/``try_acquire`` took the lock)."""
         fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """Hold the lock for the block (waits for another process's writer to finish),
-        released at its end, also when ``acquire`` took it beforehand."""
-        fcntl.flock(self._fd, fcntl.LOCK_EX)  # already held (acquire): nothing happens
-        try:
-            yield
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Release the file descriptor (and with it any lock still held)."""
