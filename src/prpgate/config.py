@@ -50,6 +50,14 @@ class Settings(BaseSettings):
         description="Folder holding analytes.yaml, units.yaml, senders.yaml, rules.yaml.",
     )
     durable: bool = Field(default=True, description="fsync every commit (SQLite synchronous=FULL).")
+    sqlite_wal_reserve_mb: int = Field(
+        default=256,
+        ge=0,
+        le=65536,
+        description="serve, SQLite: MiB of disk kept reserved past the end of the WAL file "
+        "(Linux, fallocate without changing its size), so commits under sustained load "
+        "append into blocks the file already has. 0: none.",
+    )
     max_message_bytes: int = Field(
         default=4 * 1024 * 1024, gt=0, description="Larger inbound messages are rejected."
     )

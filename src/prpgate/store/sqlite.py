@@ -41,7 +41,9 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
     migrations are applied on open; ``migrate=False`` refuses an older store instead.
     ``writer_lock``: every write transaction first takes the store's ``WriterLock``, so
     processes writing one file hand the write lock on at once instead of sleeping in
-    SQLite's busy handler (``serve`` with several MLLP workers).
+    SQLite's busy handler (``serve`` with several MLLP workers). ``wal_reserve``: bytes
+    of disk the background checkpointer keeps reserved past the WAL file's end
+    (``disk_reserve``).
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
         migrate: bool = True,
         background_checkpoints: bool = False,
         writer_lock: bool = False,
+        wal_reserve: int = 0,
     ) -> None:
         self.path = Path(path)
         self._checkpointer: Checkpointer | None = None
@@ -72,7 +75,7 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
             if background_checkpoints:
                 # commits never checkpoint themselves; a thread does it (sqlite_checkpoint)
                 self._db.execute("PRAGMA wal_autocheckpoint=0")
-                self._checkpointer = Checkpointer(self.path)
+                self._checkpointer = Checkpointer(self.path, wal_reserve=wal_reserve)
                 self._checkpointer.start()
         except (sqlite3.Error, OSError) as exc:
             folder = self.path.parent
