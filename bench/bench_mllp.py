@@ -5,11 +5,13 @@ Both servers run as their own process; the client (this process) pipelines CBC O
 messages over 1 and over 8 connections, each with a window of messages in flight, and
 records every message's send-to-ACK time. A second phase offers fixed rates (250, 500
 and 1 000 msgs/s over 8 connections) to read the latency a sender sees at that load.
-Serve runs four times: durable with one process (the default), each rate three times in
+Serve runs five times: durable with one process (the default), each rate three times in
 a row (``--repeats``: a p99 of one 6 s run moves by several ms from run to run on a
-small shared machine, so the median is reported with each run's figure); the top rate
-alone, three times, on a fresh store (the p99 grows with the store); durable with two
-MLLP workers (``mllp_workers=2``); and with fsync off (throughput only).
+small shared machine, so the median is reported with each run's figure); the same
+without disk reserved past the WAL's end (``sqlite_wal_reserve_mb=0``, the reserve's
+baseline); the top rate alone, three times, on a fresh store (the p99 grows with the
+store); durable with two MLLP workers (``mllp_workers=2``); and with fsync off
+(throughput only).
 
 The client shares the machine's cores with the server: on a small machine the
 figures are a floor, and the echo baseline shows what the client alone can drive.
@@ -325,13 +327,16 @@ def main() -> int:
         results: dict[str, dict[str, dict[str, float]]] = {}
         # (name, environment, tag, rate phase, repeats of each rate, unpaced phase first):
         # durable with one process after the unpaced phase and the lower rates (by default
-        # its store holds 53 500 to 71 500 messages during the top rate's runs), durable on a fresh
-        # store at the top rate alone, two MLLP workers, and fsync off for throughput only
-        # (what durability costs)
+        # its store holds 53 500 to 71 500 messages during the top rate's runs), the same
+        # without the disk reserved past the WAL's end (the reserve's baseline), durable on a
+        # fresh store at the top rate alone, two MLLP workers, and fsync off for throughput
+        # only (what durability costs)
         durable_env = {"PRPGATE_DURABLE": "true"}
         top = [max(rates)] if rates else []
+        no_reserve = {"PRPGATE_SQLITE_WAL_RESERVE_MB": "0"}
         configs = (
             ("serve", durable_env, "P", rates, args.repeats, True),
+            ("serve_noreserve", {**no_reserve, **durable_env}, "R", rates, args.repeats, True),
             ("serve_fresh", durable_env, "N", top, args.repeats, False),
             ("serve_w2", {**durable_env, "PRPGATE_MLLP_WORKERS": "2"}, "W", rates, 1, True),
             ("serve_nofsync", {"PRPGATE_DURABLE": "false"}, "Q", [], 1, True),
@@ -407,6 +412,7 @@ def main() -> int:
         for label, res in (
             ("bare asyncio echo", bare),
             ("prpgate serve, durable", durable),
+            ("serve, durable, no WAL reserve", results["serve_noreserve"]),
             ("serve, durable, fresh store", results["serve_fresh"]),
             ("serve, 2 MLLP workers", two),
         ):
@@ -416,7 +422,7 @@ def main() -> int:
             runs = int(r["repeats"])
             each = ", ".join(f"{r[f'p99_ms_{k}']:.2f}" for k in range(1, runs + 1))
             print(
-                f"  offered {rate:>6,.0f} msgs/s over 8 connections, {label:<28}"
+                f"  offered {rate:>6,.0f} msgs/s over 8 connections, {label:<31}"
                 f"achieved {r['msgs_per_s']:>6,.0f}/s  p50 {r['p50_ms']:8.2f} ms"
                 f"  p99 {r['p99_ms']:8.2f} ms"
                 + (f" (median of {runs} runs: {each})" if runs > 1 else "")

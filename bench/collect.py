@@ -187,6 +187,7 @@ def _mllp(f: dict[str, Any]) -> list[Row]:
     for rate in f.get("rates", []):
         for key, who in (
             (f"serve_r{int(rate)}", ""),
+            (f"serve_noreserve_r{int(rate)}", ", no disk reserved past the WAL (baseline)"),
             (f"serve_fresh_r{int(rate)}", ", fresh store"),
             (f"serve_w2_r{int(rate)}", ", 2 workers"),
         ):
