@@ -122,19 +122,41 @@ def test_a_file_system_that_cannot_reserve_turns_the_reserve_off(tmp_path: Path)
     assert path.read_bytes() == b"x"
 
 
-def test_a_full_disk_is_logged_and_tried_again(tmp_path: Path) -> None:
+def test_a_full_disk_is_logged_once_and_tried_again(tmp_path: Path) -> None:
+    _probe(tmp_path)
     path = tmp_path / "f"
     path.write_bytes(b"x")
     reserve = _reserving(path, MIB)
+    real = reserve._fallocate
     reserve._fallocate = _refusing(errno.ENOSPC)
     with structlog.testing.capture_logs() as logs:
         assert reserve.refresh() == 0
-        assert reserve.refresh() == 0
+        assert reserve.refresh() == 0  # tried again, not logged again
     assert reserve.supported
     assert [(e["event"], e["error"]) for e in logs] == [
         ("disk reserve refused", os.strerror(errno.ENOSPC))
-    ] * 2
+    ]
     assert reserve.reserved == 0
+    assert real is not None
+    reserve._fallocate = real  # space again: reserved, and a later refusal is logged anew
+    assert reserve.refresh() == MIB
+    os.truncate(path, 1)
+    reserve._fallocate = _refusing(errno.ENOSPC)
+    with structlog.testing.capture_logs() as logs:
+        assert reserve.refresh() == 0
+    assert [e["event"] for e in logs] == ["disk reserve refused"]
+
+
+def test_a_file_it_cannot_open_is_logged_not_raised(tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    reserve = _reserving(folder, MIB)  # a folder: os.open for writing fails (EISDIR)
+    with structlog.testing.capture_logs() as logs:
+        assert reserve.refresh() == 0
+    assert reserve.supported
+    assert [(e["event"], e["error"]) for e in logs] == [
+        ("disk reserve refused", os.strerror(errno.EISDIR))
+    ]
 
 
 def _fill(store: SqliteStore, engine: Engine, count: int, tag: str) -> None:

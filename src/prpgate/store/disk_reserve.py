@@ -10,8 +10,10 @@ which leaves the file's size, and so everything SQLite reads, unchanged. Python'
 ``os.posix_fallocate`` always grows the size, so the call goes through ctypes.
 
 The reserve is released by whatever cuts the file back (a truncating checkpoint, SQLite
-removing the WAL on close); ``refresh`` puts it back. Where the platform or the file
-system cannot reserve, ``refresh`` reserves nothing and says so once (``supported``).
+removing the WAL on close); ``refresh`` puts it back while the file exists. Where the
+platform or the file system cannot reserve, ``refresh`` reserves nothing and says so once
+(``supported``); a refusal for want of space is logged once until a reservation succeeds
+again. ``refresh`` never raises: the store works on without a reserve.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class DiskReserve:
         self.reserved = 0  # bytes requested by the refreshes that reserved
         self._fallocate = _linux_fallocate() if size > 0 else None
         self.supported = self._fallocate is not None
+        self._refused = False  # the last attempt was refused (logged once per streak)
 
     def refresh(self) -> int:
         """Reserve up to ``size`` bytes past the file's end when less than half of it is
@@ -74,7 +77,7 @@ class DiskReserve:
         except FileNotFoundError:
             return 0
         except OSError as exc:
-            _log.warning("disk reserve: cannot open file", path=str(self.path), error=str(exc))
+            self._failed(exc.errno or 0)
             return 0
         try:
             stat = os.fstat(fd)
@@ -84,18 +87,24 @@ class DiskReserve:
             if self._fallocate(fd, _KEEP_SIZE, stat.st_size, self.size) != 0:
                 self._failed(ctypes.get_errno())
                 return 0
+        except OSError as exc:
+            self._failed(exc.errno or 0)
+            return 0
         finally:
             os.close(fd)
+        self._refused = False
         self.reserved += self.size
         return self.size
 
     def _failed(self, err: int) -> None:
-        """A refused reservation: stop trying where the file system cannot reserve; a
-        full disk is logged and tried again at the next refresh (the store keeps working
-        without a reserve, its appends allocating as they go)."""
+        """A refused reservation: stop trying where the file system cannot reserve;
+        anything else (a full disk, a quota) is logged once and tried again at the next
+        refresh, the store working on without a reserve, its appends allocating as
+        they go."""
         if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
             self._fallocate = None
             self.supported = False
             _log.info("disk reserve not supported here", path=str(self.path), errno=err)
-        else:
+        elif not self._refused:
+            self._refused = True
             _log.warning("disk reserve refused", path=str(self.path), error=os.strerror(err))
