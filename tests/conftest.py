@@ -25,8 +25,10 @@ from prpgate.config import Settings
 from prpgate.core.pipeline import Engine
 from prpgate.engine import build_engine
 from prpgate.errors import StoreConflictError, StoreError
+from prpgate.ingest import ingest
 from prpgate.ports import StoreBackend
 from prpgate.store.factory import open_store
+from prpgate.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -101,6 +103,25 @@ def wait_for(
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(every)
+
+
+def ingest_cbcs(store: SqliteStore, engine: Engine, count: int, tag: str) -> None:
+    """``count`` copies of the fixture CBC, each its own message (``tag`` + number as its
+    control id), ingested in one transaction of ``store``."""
+    template = load("cbc_high_wbc.hl7")
+    with store.session() as session:
+        for i in range(count):
+            raw = template.replace(b"PRPFX0002", f"{tag}{i:06d}".encode())
+            ingest(session, engine, raw, source="test", received_at=FIXED_NOW)
+
+
+def stored_messages(path: Path) -> int:
+    """How many messages the SQLite store at ``path`` holds, read by a store opened anew."""
+    reopened = SqliteStore(path)
+    try:
+        return len(reopened.list_messages(limit=1_000_000))
+    finally:
+        reopened.close()
 
 
 class FixedClock:

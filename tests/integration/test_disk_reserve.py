@@ -7,7 +7,6 @@ import ctypes
 import errno
 import os
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,11 +15,10 @@ import structlog
 
 from prpgate.config import Settings
 from prpgate.core.pipeline import Engine
-from prpgate.ingest import ingest
 from prpgate.store.disk_reserve import DiskReserve
 from prpgate.store.factory import open_store
 from prpgate.store.sqlite import SqliteStore
-from tests.conftest import FIXED_NOW, load
+from tests.conftest import ingest_cbcs, stored_messages, wait_for
 
 MIB = 1024 * 1024
 
@@ -159,21 +157,6 @@ def test_a_file_it_cannot_open_is_logged_not_raised(tmp_path: Path) -> None:
     ]
 
 
-def _fill(store: SqliteStore, engine: Engine, count: int, tag: str) -> None:
-    template = load("cbc_high_wbc.hl7")
-    with store.session() as session:
-        for i in range(count):
-            raw = template.replace(b"PRPFX0002", f"{tag}{i:06d}".encode())
-            ingest(session, engine, raw, source="test", received_at=FIXED_NOW)
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 15
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert condition(), what
-
-
 def test_a_serving_store_keeps_its_wal_reserve_from_the_setting(
     tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -187,15 +170,15 @@ def test_a_serving_store_keeps_its_wal_reserve_from_the_setting(
         checkpointer = store._checkpointer
         assert checkpointer is not None
         assert checkpointer.reserve.size == MIB
-        _fill(store, engine, 50, "R")
+        ingest_cbcs(store, engine, 50, "R")
         # topped up to 1 MiB whenever less than half is left
-        _wait_for(lambda: _ahead(wal) >= MIB // 2, "the WAL got its reserve")
+        wait_for("the WAL's reserve", lambda: _ahead(wal) >= MIB // 2, 15)
         first = checkpointer.reserve.reserved
         assert first >= MIB
         size = wal.stat().st_size
-        _fill(store, engine, 300, "S")  # more than the reserve: the file grows through it
+        ingest_cbcs(store, engine, 300, "S")  # more than the reserve: the file grows through it
         assert wal.stat().st_size > size + MIB
-        _wait_for(lambda: _ahead(wal) >= MIB // 2, "the reserve topped up again")
+        wait_for("the reserve topped up again", lambda: _ahead(wal) >= MIB // 2, 15)
         assert checkpointer.reserve.reserved > first
     finally:
         store.close()
@@ -205,11 +188,7 @@ def test_a_serving_store_keeps_its_wal_reserve_from_the_setting(
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         db.close()
-    reopened = SqliteStore(path)
-    try:
-        assert len(reopened.list_messages(limit=1000)) == 350
-    finally:
-        reopened.close()
+    assert stored_messages(path) == 350
 
 
 def test_stores_opened_for_one_off_commands_reserve_nothing(tmp_path: Path) -> None:

@@ -11,18 +11,9 @@ import psutil
 import pytest
 
 from prpgate.core.pipeline import Engine
-from prpgate.ingest import ingest
 from prpgate.store.sqlite import SqliteStore
 from prpgate.store.sqlite_checkpoint import QUIET_CHECKS, WAL_SIZE_LIMIT, idle_io_priority
-from tests.conftest import FIXED_NOW, load
-
-
-def _fill(store: SqliteStore, engine: Engine, count: int, tag: str) -> None:
-    template = load("cbc_high_wbc.hl7")
-    with store.session() as session:
-        for i in range(count):
-            raw = template.replace(b"PRPFX0002", f"{tag}{i:06d}".encode())
-            ingest(session, engine, raw, source="test", received_at=FIXED_NOW)
+from tests.conftest import ingest_cbcs, stored_messages
 
 
 def _wal_frames(path: Path) -> tuple[int, int]:
@@ -43,7 +34,7 @@ def test_background_checkpoints_keep_commits_free_of_checkpoints(
     try:
         # the committing connection never checkpoints by itself
         assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
-        _fill(store, engine, 400, "CK")  # several thousand pages: past the usual 1000
+        ingest_cbcs(store, engine, 400, "CK")  # several thousand pages: past the usual 1000
         checkpointer = store._checkpointer
         assert checkpointer is not None
         deadline = time.monotonic() + 15
@@ -55,11 +46,7 @@ def test_background_checkpoints_keep_commits_free_of_checkpoints(
     # after the last checkpoint on close, every frame of the WAL is in the database
     log, done = _wal_frames(path)
     assert log == done
-    reopened = SqliteStore(path)
-    try:
-        assert len(reopened.list_messages(limit=1000)) == 400
-    finally:
-        reopened.close()
+    assert stored_messages(path) == 400
 
 
 def test_a_store_without_background_checkpoints_checkpoints_in_its_commits(
@@ -92,7 +79,7 @@ def test_a_long_running_store_truncates_its_wal_once_the_load_pauses(
         writing_until = time.monotonic() + 1.5
         batch = 0
         while time.monotonic() < writing_until:  # commits back to back: the WAL only grows
-            _fill(store, engine, 5, f"G{batch:03d}-")
+            ingest_cbcs(store, engine, 5, f"G{batch:03d}-")
             batch += 1
         # checkpoints went on meanwhile, none of them truncated under the writes
         assert checkpointer.checkpoints >= QUIET_CHECKS + 2
@@ -103,14 +90,10 @@ def test_a_long_running_store_truncates_its_wal_once_the_load_pauses(
             time.sleep(0.05)
         assert checkpointer.truncations == 1
         assert wal.stat().st_size == 0
-        _fill(store, engine, 1, "AFTER")  # the store writes on into the emptied WAL
+        ingest_cbcs(store, engine, 1, "AFTER")  # the store writes on into the emptied WAL
     finally:
         store.close()
-    reopened = SqliteStore(path)
-    try:
-        assert len(reopened.list_messages(limit=10_000)) == 5 * batch + 1
-    finally:
-        reopened.close()
+    assert stored_messages(path) == 5 * batch + 1
 
 
 def test_a_wal_the_writer_holds_is_not_truncated_under_it(tmp_path: Path, engine: Engine) -> None:
@@ -122,7 +105,7 @@ def test_a_wal_the_writer_holds_is_not_truncated_under_it(tmp_path: Path, engine
         assert checkpointer is not None
         checkpointer.wal_limit = 0
         checkpointer._interval = 0.05
-        _fill(store, engine, 20, "H")
+        ingest_cbcs(store, engine, 20, "H")
         other.execute("BEGIN IMMEDIATE")  # another writer holds the store
         seen = checkpointer.checkpoints
         deadline = time.monotonic() + 15
@@ -141,11 +124,7 @@ def test_a_wal_the_writer_holds_is_not_truncated_under_it(tmp_path: Path, engine
     finally:
         other.close()
         store.close()
-    reopened = SqliteStore(path)
-    try:
-        assert len(reopened.list_messages(limit=1000)) == 20
-    finally:
-        reopened.close()
+    assert stored_messages(path) == 20
 
 
 def test_the_checkpoint_thread_does_its_disk_io_in_the_idle_class() -> None:
