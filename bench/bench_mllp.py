@@ -11,7 +11,8 @@ small shared machine, so the median is reported with each run's figure); the sam
 without disk reserved past the WAL's end (``sqlite_wal_reserve_mb=0``, the reserve's
 baseline); the top rate alone, three times, on a fresh store (the p99 grows with the
 store); durable with two MLLP workers (``mllp_workers=2``); and with fsync off
-(throughput only).
+(throughput only). Each server starts on a quiet disk: the one before's store is removed
+and the page cache flushed first (``settle_disk``).
 
 The client shares the machine's cores with the server: on a small machine the
 figures are a floor, and the echo baseline shows what the client alone can drive.
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_replay import ABNORMAL, NORMAL, templates  # same folder: the same message mix
-from processes import serve_command, start, stop, until_terminated
+from processes import serve_command, settle_disk, start, stop, until_terminated
 from prpgate.config import Settings
 from prpgate.core.mllp import Deframer, Frame, frame
 from prpgate.engine import build_engine
@@ -342,8 +343,10 @@ def main() -> int:
             ("serve_nofsync", {"PRPGATE_DURABLE": "false"}, "Q", [], 1, True),
         )
         for name, extra, tag, offered, repeats, unpaced in configs:
+            store = base / f"store-{name}.sqlite"
+            settle_disk()  # nothing of the measurements before is still being written
             serve, port = start(
-                serve_command(base / "serve.json", "--store", str(base / f"store-{name}.sqlite")),
+                serve_command(base / "serve.json", "--store", str(store)),
                 base / "serve.json",
                 {**env, **extra},
             )
@@ -360,7 +363,8 @@ def main() -> int:
                 )
             finally:
                 stop(serve)
-            (base / "serve.json").unlink(missing_ok=True)
+            sidecars = (store.with_name(store.name + end) for end in ("-wal", "-shm"))
+            settle_disk(store, *sidecars, base / "serve.json")
         durable, two, no_fsync = results["serve"], results["serve_w2"], results["serve_nofsync"]
         writer_alone = ingest_only(messages(n, "I"), base)
     figures: dict[str, Any] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -56,6 +57,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def settle_disk(*files: Path) -> None:
+    """Remove ``files`` (a stopped server's store) and flush the page cache, so the next
+    measurement does not run while the kernel writes back, or discards, what the last
+    one left behind (on this disk, mounted with ``discard``, removing a WAL of gigabytes
+    is felt by the next server's first commits)."""
+    for f in files:
+        f.unlink(missing_ok=True)
+    os.sync()
 
 
 async def until_terminated() -> None:
