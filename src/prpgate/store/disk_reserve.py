@@ -3,7 +3,7 @@
 Under load that never pauses, a SQLite store's WAL file grows by every commit (60-75 KB
 per message), and each commit's sync then allocates the file's new blocks through the
 file system's journal, which every other sync on the disk also goes through. On ext4
-that is where the commits' long tail came from (``sqlite_checkpoint``). A
+that was behind the rare commits of 20-60 ms after a long burst (``sqlite_checkpoint``). A
 ``DiskReserve`` keeps ``size`` bytes of blocks allocated past the file's end, so appends
 land in blocks the file already has: Linux ``fallocate`` with ``FALLOC_FL_KEEP_SIZE``,
 which leaves the file's size, and so everything SQLite reads, unchanged. Python's
