@@ -62,8 +62,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def settle_disk(*files: Path) -> None:
     """Remove ``files`` (a stopped server's store) and flush the page cache, so the next
     measurement does not run while the kernel writes back, or discards, what the last
-    one left behind (on this disk, mounted with ``discard``, removing a WAL of gigabytes
-    is felt by the next server's first commits)."""
+    one left behind (on a disk mounted with ``discard``, removing a WAL of gigabytes can
+    be felt by the next server's first commits)."""
     for f in files:
         f.unlink(missing_ok=True)
     os.sync()
