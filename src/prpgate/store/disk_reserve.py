@@ -64,8 +64,13 @@ class DiskReserve:
         self.size = size
         self.reserved = 0  # bytes requested by the refreshes that reserved
         self._fallocate = _linux_fallocate() if size > 0 else None
-        self.supported = self._fallocate is not None
         self._refused = False  # the last attempt was refused (logged once per streak)
+
+    @property
+    def supported(self) -> bool:
+        """Whether refreshes reserve: a size above 0, on Linux, on a file system that has
+        not refused a reservation as unsupported."""
+        return self._fallocate is not None
 
     def refresh(self) -> int:
         """Reserve up to ``size`` bytes past the file's end when less than half of it is
@@ -103,7 +108,6 @@ class DiskReserve:
         they go."""
         if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
             self._fallocate = None
-            self.supported = False
             _log.info("disk reserve not supported here", path=str(self.path), errno=err)
         elif not self._refused:
             self._refused = True
