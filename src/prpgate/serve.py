@@ -51,6 +51,7 @@ from prpgate.metrics_merge import merge_expositions
 from prpgate.ports import Clock, OutboxStats, Store, StoreBackend
 from prpgate.serve_workers import WorkerPool
 from prpgate.store.factory import open_store, store_location
+from prpgate.store_reader import StoreReader
 from prpgate.store_writer import StoreWriter
 from prpgate.warmup import warm_up
 
@@ -60,6 +61,7 @@ __all__ = [
     "StoreWriter",
     "SystemClock",
     "mllp_config",
+    "open_reader",
     "serve",
     "switch_interval",
     "tls_context",
@@ -295,11 +297,12 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
-async def _refresh_outbox(writer: StoreWriter, metrics: ServeMetrics) -> None:
+async def _refresh_outbox(reader: StoreReader, metrics: ServeMetrics) -> None:
     """Set the outbox gauges from the store at scrape time (the worker may run in this
-    process or another, so only the store knows the depth)."""
+    process or another, so only the store knows the depth). Counting a large backlog
+    takes a while: on the reader's connection, not between the writer's batches."""
     try:
-        stats = await writer.call(_outbox_stats, timeout=10.0)
+        stats = await reader.call(_outbox_stats, timeout=10.0)
     except StoreError:
         return  # the store is unreachable: /readyz says so; keep the last values
     metrics.outbox_depth.set(stats.undelivered)
@@ -313,8 +316,15 @@ async def _refresh_outbox(writer: StoreWriter, metrics: ServeMetrics) -> None:
 
 
 def _outbox_stats(store: Store) -> OutboxStats:
-    # the writer's store comes from open_store: a StoreBackend, outbox included
+    # the reader's store comes from open_store: a StoreBackend, outbox included
     return cast(StoreBackend, store).outbox_stats(include_done=False)
+
+
+def open_reader(settings: Settings) -> StoreReader:
+    """The serve process's ``StoreReader``: one connection of its own (never a pool,
+    never the writer lock), opened at its first read, at the schema the writer migrated."""
+    own = settings.model_copy(update={"store_pool_size": 1, "mllp_workers": 1})
+    return StoreReader(lambda: open_store(own, migrate=False))
 
 
 async def serve(
@@ -404,6 +414,7 @@ async def _serve(
     store = open_store(settings, long_running=True)
     writer = StoreWriter(store, engine, max_batch=settings.commit_batch, metrics=metrics)
     await writer.start()
+    reader = open_reader(settings)
     listener = MllpListener(mllp_config(settings, engine, tls), writer, clock=clock, events=metrics)
     workers = WorkerPool(settings)
 
@@ -430,20 +441,26 @@ async def _serve(
         return bool(serving and detail["store"]), detail
 
     async def render_metrics() -> bytes:
-        await _refresh_outbox(writer, metrics)
+        await _refresh_outbox(reader, metrics)
         if not workers.expected:
             return metrics.render()
         return merge_expositions([metrics.render(), *await workers.metrics()])
 
     http = HealthServer(settings.http_host, settings.http_port, ready=ready, metrics=render_metrics)
     fhir = fhir_listener(
-        settings, engine, writer, clock=clock, events=metrics, registry=metrics.registry
+        settings,
+        engine,
+        writer,
+        reader=reader,
+        clock=clock,
+        events=metrics,
+        registry=metrics.registry,
     )
     delivery = _start_delivery(settings, stop) if settings.fhir_base_url else None
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     try:
-        await _refresh_outbox(writer, metrics)
+        await _refresh_outbox(reader, metrics)
         try:
             await workers.start()
             await listener.start(workers.dispatch if workers.expected else None)
@@ -471,6 +488,7 @@ async def _serve(
         await http.stop()
         if fhir is not None:
             await fhir.stop()  # requests in flight are answered: before the writer stops
+        await reader.close()
         await asyncio.gather(
             workers.stop(settings.shutdown_grace), listener.stop(settings.shutdown_grace)
         )

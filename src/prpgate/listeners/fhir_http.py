@@ -9,7 +9,9 @@ same pipeline and store as MLLP, and reads back what was decided.
   ``Prefer: return=representation`` with the Observation as received, with
   ``return=minimal`` with no body.
 * ``GET [base]/metadata``: the CapabilityStatement.
-* ``GET [base]/DetectedIssue?patient.identifier=…``, ``GET [base]/Flag?…``.
+* ``GET [base]/DetectedIssue?patient.identifier=…``, ``GET [base]/Flag?…``: on the
+  reader given (``serve``'s ``StoreReader``: a search holds up no commit), else between
+  the writer's batches.
 
 Errors are OperationOutcomes: malformed JSON or an invalid resource 400, a wrong
 resource type or input that cannot be processed 422, an unsupported media type 415
@@ -56,7 +58,7 @@ from prpgate.listeners.fhir_capability import capability_statement
 from prpgate.listeners.fhir_search import parse_search, run_search, searchset
 from prpgate.ports import Clock, MessageRecord, Store
 
-__all__ = ["FhirCommitter", "FhirEvents", "FhirHttpConfig", "build_app"]
+__all__ = ["FhirCommitter", "FhirEvents", "FhirHttpConfig", "FhirReader", "build_app"]
 
 _log = structlog.get_logger("prpgate.fhir_http")
 T = TypeVar("T")
@@ -79,6 +81,15 @@ class FhirCommitter(Protocol):
 
     async def call(self, fn: Callable[[Store], T], *, timeout: float = 10.0) -> T:
         """Run a read on the store's thread."""
+        ...
+
+
+class FhirReader(Protocol):
+    """Where searches run when not on the writer (``store_reader.StoreReader``): a
+    search over many rows then holds up no commit."""
+
+    async def call(self, fn: Callable[[Store], T], *, timeout: float = 10.0) -> T:
+        """Run a read on a connection of its own."""
         ...
 
 
@@ -147,6 +158,7 @@ def build_app(
     config: FhirHttpConfig,
     *,
     clock: Clock,
+    reader: FhirReader | None = None,
     events: FhirEvents | None = None,
     registry: CollectorRegistry | None = None,
 ) -> Starlette:
@@ -155,6 +167,7 @@ def build_app(
     base = config.base_path.rstrip("/")
     token = config.token.encode() if config.token else None
     metrics = _Metrics(registry)
+    reads: FhirReader = reader if reader is not None else committer
 
     def base_url(request: Request) -> str:
         return f"{str(request.base_url).rstrip('/')}{base}"
@@ -305,7 +318,7 @@ def build_app(
             if isinstance(query, OutcomeIssue):
                 return _outcome(400, query)
             try:
-                rows = await committer.call(lambda store: run_search(store, query))
+                rows = await reads.call(lambda store: run_search(store, query))
             except StoreError as exc:
                 return _store_failed(exc)
             return _fhir_response(200, searchset(base_url(request), str(request.url), rows))

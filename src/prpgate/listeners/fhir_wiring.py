@@ -7,7 +7,13 @@ from prometheus_client import CollectorRegistry
 from prpgate.config import Settings
 from prpgate.core.pipeline import Engine
 from prpgate.listeners.asgi_server import AsgiServer
-from prpgate.listeners.fhir_http import FhirCommitter, FhirEvents, FhirHttpConfig, build_app
+from prpgate.listeners.fhir_http import (
+    FhirCommitter,
+    FhirEvents,
+    FhirHttpConfig,
+    FhirReader,
+    build_app,
+)
 from prpgate.ports import Clock
 
 __all__ = ["fhir_listener"]
@@ -18,6 +24,7 @@ def fhir_listener(
     engine: Engine,
     committer: FhirCommitter,
     *,
+    reader: FhirReader | None = None,
     clock: Clock,
     events: FhirEvents | None = None,
     registry: CollectorRegistry | None = None,
@@ -31,7 +38,8 @@ def fhir_listener(
     token = settings.fhir_http_token.get_secret_value() if settings.fhir_http_token else None
     app = build_app(
         committer,
-        FhirHttpConfig(
+        reader=reader,
+        config=FhirHttpConfig(
             base_path=settings.fhir_http_base_path,
             max_body_bytes=settings.max_message_bytes,
             token=token or None,

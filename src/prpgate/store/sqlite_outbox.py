@@ -116,14 +116,16 @@ class SqliteOutboxMixin(SqlOutbox):
     def outbox_stats(self, *, include_done: bool = True) -> OutboxStats:
         """Depth per state and the arrival time of the oldest undelivered row.
 
-        ``include_done=False`` counts only undelivered rows (pending, retry, in flight):
-        cheap however many delivered rows the store keeps.
+        ``include_done=False`` counts only undelivered rows (pending, retry, in flight),
+        however many delivered rows the store keeps, from the (state, id) index alone:
+        counting through the partial index of due rows read every row (23-53 ms for
+        33 000 undelivered rows, 2-3 ms from the index).
         """
         if include_done:
             sql = "SELECT state, COUNT(*) FROM outbox GROUP BY state"
         else:
             sql = (
-                "SELECT state, COUNT(*) FROM outbox INDEXED BY outbox_due"  # noqa: S608 - fixed state list
+                "SELECT state, COUNT(*) FROM outbox INDEXED BY outbox_state"  # noqa: S608 - fixed state list
                 f" WHERE state IN {_ACTIVE} GROUP BY state"
             )
         counts = {str(s): int(n) for s, n in self._db.execute(sql)}
