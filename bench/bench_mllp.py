@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -42,7 +43,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -277,14 +278,30 @@ def measure(
     return out
 
 
+@contextlib.contextmanager
+def serving(base: Path, name: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
+    """`prpgate serve` on the store ``store-<name>.sqlite`` in ``base``, started on a quiet
+    disk (nothing of the measurements before is still being written): its MLLP and HTTP
+    ports. Stopped at the end, its store removed and the disk settled again."""
+    store = base / f"store-{name}.sqlite"
+    ready = base / "serve.json"
+    settle_disk()
+    serve, port = start(serve_command(ready, "--store", str(store)), ready, env)
+    try:
+        yield port, int(json.loads(ready.read_text())["http_port"])
+    finally:
+        stop(serve)
+        sidecars = (store.with_name(store.name + end) for end in ("-wal", "-shm"))
+        settle_disk(store, *sidecars, ready)
+
+
 def unbroken(
     port: int, http_port: int, n: int, rate: float, seconds: float, driver: Driver
 ) -> dict[str, float]:
     """n messages over 1 and over 8 connections unpaced, then ``rate`` msgs/s over 8
     connections for ``seconds`` without a pause, while a thread GETs ``/metrics`` every
     second: that run's figures, with how many scrapes answered and their slowest (ms)."""
-    for conns in (1, 8):
-        asyncio.run(driver(port, messages(n, f"U{conns}"), conns, None))
+    measure(port, n, "U", [], 0.0, driver)  # the unpaced phase only
     done = threading.Event()
     scrapes: list[float] = []
 
@@ -387,54 +404,20 @@ def main() -> int:
             ("serve_w2", {**durable_env, "PRPGATE_MLLP_WORKERS": "2"}, "W", rates, 1, True),
             ("serve_nofsync", {"PRPGATE_DURABLE": "false"}, "Q", [], 1, True),
         )
+        driver = send_drive if args.serve_client == "send" else drive
         for name, extra, tag, offered, repeats, unpaced in configs:
-            store = base / f"store-{name}.sqlite"
-            settle_disk()  # nothing of the measurements before is still being written
-            serve, port = start(
-                serve_command(base / "serve.json", "--store", str(store)),
-                base / "serve.json",
-                {**env, **extra},
-            )
-            try:
+            with serving(base, name, {**env, **extra}) as (port, _):
                 results[name] = measure(
-                    port,
-                    n,
-                    tag,
-                    offered,
-                    seconds,
-                    send_drive if args.serve_client == "send" else drive,
-                    repeats=repeats,
-                    unpaced=unpaced,
+                    port, n, tag, offered, seconds, driver, repeats=repeats, unpaced=unpaced
                 )
-            finally:
-                stop(serve)
-            sidecars = (store.with_name(store.name + end) for end in ("-wal", "-shm"))
-            settle_disk(store, *sidecars, base / "serve.json")
         long_seconds = min(args.long_seconds, 20.0) if args.quick else args.long_seconds
         if rates and long_seconds > 0:
-            settle_disk()
-            store = base / "store-long.sqlite"
-            serve, port = start(
-                serve_command(base / "serve.json", "--store", str(store)),
-                base / "serve.json",
-                {**env, **durable_env},
-            )
-            http_port = int(json.loads((base / "serve.json").read_text())["http_port"])
-            try:
+            with serving(base, "serve_long", {**env, **durable_env}) as (port, http_port):
                 results["serve_long"] = {
                     f"r{int(max(rates))}": unbroken(
-                        port,
-                        http_port,
-                        n,
-                        max(rates),
-                        long_seconds,
-                        send_drive if args.serve_client == "send" else drive,
+                        port, http_port, n, max(rates), long_seconds, driver
                     )
                 }
-            finally:
-                stop(serve)
-            sidecars = (store.with_name(store.name + end) for end in ("-wal", "-shm"))
-            settle_disk(store, *sidecars, base / "serve.json")
         durable, two, no_fsync = results["serve"], results["serve_w2"], results["serve_nofsync"]
         writer_alone = ingest_only(messages(n, "I"), base)
     figures: dict[str, Any] = {
