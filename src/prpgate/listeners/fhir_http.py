@@ -68,8 +68,18 @@ _KEEP_OVERSIZE = 64 * 1024
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
-class FhirCommitter(Protocol):
-    """The store writer as the listener uses it (``serve.StoreWriter``)."""
+class FhirReader(Protocol):
+    """Where searches run (``store_reader.StoreReader``, a connection of its own, so a
+    search over many rows holds up no commit; else the store writer, between batches)."""
+
+    async def call(self, fn: Callable[[Store], T], *, timeout: float = 10.0) -> T:
+        """Run a read on the store."""
+        ...
+
+
+class FhirCommitter(FhirReader, Protocol):
+    """The store writer as the listener uses it (``serve.StoreWriter``); its ``call``
+    runs a read between batches."""
 
     def submit(self, raw: bytes, *, source: str, received_at: datetime) -> asyncio.Future[Ingested]:
         """Ingest one input; resolves after its commit."""
@@ -77,19 +87,6 @@ class FhirCommitter(Protocol):
 
     def submit_record(self, record: MessageRecord) -> asyncio.Future[int]:
         """Record an input that is not processed (413, 415); resolves after the commit."""
-        ...
-
-    async def call(self, fn: Callable[[Store], T], *, timeout: float = 10.0) -> T:
-        """Run a read on the store's thread."""
-        ...
-
-
-class FhirReader(Protocol):
-    """Where searches run when not on the writer (``store_reader.StoreReader``): a
-    search over many rows then holds up no commit."""
-
-    async def call(self, fn: Callable[[Store], T], *, timeout: float = 10.0) -> T:
-        """Run a read on a connection of its own."""
         ...
 
 
