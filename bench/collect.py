@@ -184,7 +184,8 @@ def _mllp(f: dict[str, Any]) -> list[Row]:
                     f"{f[f'serve_w2_{c}_msgs_per_s'] / f[f'serve_{c}_msgs_per_s']:.2f}×",
                 )
             )
-    for rate in f.get("rates", []):
+    rates = f.get("rates", [])
+    for rate in rates:
         for key, who in (
             (f"serve_r{int(rate)}", ""),
             (f"serve_noreserve_r{int(rate)}", ", no disk reserved past the WAL (baseline)"),
@@ -204,7 +205,6 @@ def _mllp(f: dict[str, Any]) -> list[Row]:
                         "",
                     )
                 )
-    rates = f.get("rates", [])
     key = f"serve_long_r{int(max(rates))}" if rates else ""
     if f"{key}_p99_ms" in f:
         top = int(max(rates))
