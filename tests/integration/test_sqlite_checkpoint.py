@@ -13,7 +13,7 @@ import pytest
 from prpgate.core.pipeline import Engine
 from prpgate.store.sqlite import SqliteStore
 from prpgate.store.sqlite_checkpoint import QUIET_CHECKS, WAL_SIZE_LIMIT, idle_io_priority
-from tests.conftest import ingest_cbcs, stored_messages
+from tests.conftest import ingest_cbcs, stored_messages, wait_for
 
 
 def _wal_frames(path: Path) -> tuple[int, int]:
@@ -37,10 +37,7 @@ def test_background_checkpoints_keep_commits_free_of_checkpoints(
         ingest_cbcs(store, engine, 400, "CK")  # several thousand pages: past the usual 1000
         checkpointer = store._checkpointer
         assert checkpointer is not None
-        deadline = time.monotonic() + 15
-        while checkpointer.checkpoints < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert checkpointer.checkpoints >= 2
+        wait_for("two checkpoints", lambda: checkpointer.checkpoints >= 2, 15)
     finally:
         store.close()
     # after the last checkpoint on close, every frame of the WAL is in the database
@@ -85,9 +82,8 @@ def test_a_long_running_store_truncates_its_wal_once_the_load_pauses(
         assert checkpointer.checkpoints >= QUIET_CHECKS + 2
         assert checkpointer.truncations == 0
         assert wal.stat().st_size > 4 * small
-        deadline = time.monotonic() + 15  # a pause: the checkpointer catches up, truncates
-        while checkpointer.truncations == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # a pause: the checkpointer catches up, truncates
+        wait_for("a truncation", lambda: checkpointer.truncations > 0, 15)
         assert checkpointer.truncations == 1
         assert wal.stat().st_size == 0
         ingest_cbcs(store, engine, 1, "AFTER")  # the store writes on into the emptied WAL
@@ -108,19 +104,18 @@ def test_a_wal_the_writer_holds_is_not_truncated_under_it(tmp_path: Path, engine
         ingest_cbcs(store, engine, 20, "H")
         other.execute("BEGIN IMMEDIATE")  # another writer holds the store
         seen = checkpointer.checkpoints
-        deadline = time.monotonic() + 15
-        while checkpointer.checkpoints < seen + 2 * QUIET_CHECKS and time.monotonic() < deadline:
-            time.sleep(0.05)
-        # the checkpointer went on without waiting for the store, and truncated nothing
-        assert checkpointer.checkpoints >= seen + 2 * QUIET_CHECKS
+        # the checkpointer goes on without waiting for the store, and truncates nothing
+        wait_for(
+            "checkpoints while the store is held",
+            lambda: checkpointer.checkpoints >= seen + 2 * QUIET_CHECKS,
+            15,
+        )
         truncated = checkpointer.truncations
         time.sleep(0.3)
         assert checkpointer.truncations == truncated
         other.execute("ROLLBACK")
-        deadline = time.monotonic() + 15
-        while checkpointer.truncations == truncated and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert checkpointer.truncations > truncated  # the store free again: truncated
+        # the store free again: truncated
+        wait_for("a truncation", lambda: checkpointer.truncations > truncated, 15)
     finally:
         other.close()
         store.close()
