@@ -203,6 +203,30 @@ def test_build_ack_escapes_delimiters_in_error_text() -> None:
     assert text == r"OBX[5]-5: value 'a\F\b\S\c\R\d\T\e\E\f'"
 
 
+def test_build_ack_hex_escapes_control_characters_in_error_text() -> None:
+    # an error about a framing byte may quote it: the ACK must not carry it (it would
+    # end the ACK's MLLP frame early), so it goes as an HL7 hex escape
+    raw = load("cbc_normal.hl7")
+    reason = "NUL byte at byte 5 (segment 2, \x1c\x00\x0b)"
+    ack = ack_for(raw, AckCode.AR, (ErrorInfo(102, "MSH", reason),))
+    strict(ack)
+    assert not any(ch in ack.data for ch in (b"\x00", b"\x0b", b"\x1c"))
+    text = fields(ack, "ERR")[8]
+    assert text == r"MSH: NUL byte at byte 5 (segment 2, \X1C\\X00\\X0B\)"
+
+
+def test_build_ack_without_escape_character_sends_control_characters_as_spaces() -> None:
+    raw = load("cbc_normal.hl7").replace(b"MSH|^~\\&|", b"MSH|^~&|", 1)
+    ctx = read_context(raw)
+    assert ctx.encoding == "^~&"
+    ack = build_ack(
+        ctx, AckCode.AE, (ErrorInfo(102, "OBX[5]-5", "a\x1cb\x00c"),), control_id="P", now=FIXED_NOW
+    )
+    assert b"\x1c" not in ack.data
+    assert b"\x00" not in ack.data
+    assert fields(ack, "ERR")[8] == "OBX[5]-5: a b c"
+
+
 def test_build_ack_caps_error_segments() -> None:
     errors = tuple(ErrorInfo(102, f"OBX[{i}]-5", "bad") for i in range(5, 45))
     ack = ack_for(load("cbc_normal.hl7"), AckCode.AE, errors)

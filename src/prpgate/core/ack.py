@@ -276,9 +276,16 @@ def plan(ctx: AckContext, code: AckCode, *, committed: bool) -> tuple[AckCode | 
 
 # ------------------------------------------------------------------ rendering
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # C0 controls and DEL: never sent as text
+
 
 def _escape(text: str, fs: str, enc: str) -> str:
-    """Escape ``text`` for a field with the sender's delimiters; line breaks become spaces."""
+    """Escape ``text`` for a field with the sender's delimiters; line breaks become spaces.
+
+    Other control characters (an error text may quote the bytes it is about: NUL, the
+    MLLP framing bytes) become HL7 hex escapes (``\\X1C\\``), or spaces where the sender
+    has no escape character: an ACK never carries one, so it cannot break its framing.
+    """
     text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
     comp, rep = enc[0], enc[1]
     esc = enc[2] if len(enc) >= 4 else ""
@@ -286,13 +293,20 @@ def _escape(text: str, fs: str, enc: str) -> str:
     if not esc:  # no escape character: delimiters cannot be sent as text
         for ch in (fs, comp, rep, sub):
             text = text.replace(ch, " ")
-        return text
+        return _CONTROL.sub(" ", text)
     codes = {esc: "E", fs: "F", comp: "S", rep: "R", sub: "T"}
     if len(enc) == 5:
         codes[enc[4]] = "P"
-    if not any(ch in text for ch in codes):
+    if not any(ch in text for ch in codes) and not _CONTROL.search(text):
         return text
-    return "".join(f"{esc}{codes[ch]}{esc}" if ch in codes else ch for ch in text)
+    return "".join(
+        f"{esc}{codes[ch]}{esc}"
+        if ch in codes
+        else f"{esc}X{ord(ch):02X}{esc}"
+        if _CONTROL.match(ch)
+        else ch
+        for ch in text
+    )
 
 
 def _fit(text: str, limit: int, fs: str, enc: str) -> str:
