@@ -120,6 +120,39 @@ def test_sqlite_store_is_in_wal_mode(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
+def _page_size(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_new_sqlite_store_has_1k_pages(tmp_path: Path, engine: Engine) -> None:
+    path = tmp_path / "s.sqlite"
+    store = SqliteStore(path)
+    _ingest(store, engine, load("crp_inr.hl7"))
+    store.close()
+    assert _page_size(path) == 1024
+
+
+def test_store_made_with_4k_pages_keeps_them_and_works(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.sqlite"
+    monkeypatch.setattr("prpgate.store.sqlite.PAGE_SIZE", 4096)  # as an earlier build made it
+    old = SqliteStore(path)
+    _ingest(old, engine, load("crp_inr.hl7"), source="before")
+    old.close()
+    monkeypatch.undo()
+    store = SqliteStore(path)
+    _ingest(store, engine, load("cbc_high_wbc.hl7"), source="after")
+    sources = sorted(m.source for m in store.list_messages())
+    store.close()
+    assert _page_size(path) == 4096
+    assert sources == ["after", "before"]
+
+
 def test_store_session_rolls_back_everything_on_exception(
     store_spec: StoreSpec, engine: Engine
 ) -> None:

@@ -1,13 +1,14 @@
 """Disk blocks reserved ahead of a growing file's end, its size unchanged.
 
-Under load that never pauses, a SQLite store's WAL file grows by every commit (60-75 KB
-per message), and each commit's sync then allocates the file's new blocks through the
-file system's journal, which every other sync on the disk also goes through. On ext4
-that was behind the rare commits of 20-60 ms after a long burst (``sqlite_checkpoint``). A
-``DiskReserve`` keeps ``size`` bytes of blocks allocated past the file's end, so appends
-land in blocks the file already has: Linux ``fallocate`` with ``FALLOC_FL_KEEP_SIZE``,
-which leaves the file's size, and so everything SQLite reads, unchanged. Python's
-``os.posix_fallocate`` always grows the size, so the call goes through ctypes.
+Under load that never pauses, a SQLite store's WAL file grows by every commit (20-35 KB
+a message; 60-75 KB with 4 KiB pages), and each commit's sync then allocates the file's
+new blocks through the file system's journal, which every other sync on the disk also
+goes through. On ext4 that was behind the rare commits of 20-60 ms after a long burst
+(``sqlite_checkpoint``). A ``DiskReserve`` keeps ``size`` bytes of blocks allocated past
+the file's end, so appends land in blocks the file already has: Linux ``fallocate`` with
+``FALLOC_FL_KEEP_SIZE``, which leaves the file's size, and so everything SQLite reads,
+unchanged. Python's ``os.posix_fallocate`` always grows the size, so the call goes
+through ctypes.
 
 The reserve is released by whatever cuts the file back (a truncating checkpoint, SQLite
 removing the WAL on close); ``refresh`` puts it back while the file exists. Where the

@@ -18,10 +18,11 @@ Two more things keep the checkpoints out of the commits' way:
   those writes. On a store of 46 000 messages that was the p99 ACK latency at
   1 000 msgs/s.
 * Under a load that never pauses the checkpointer copies frames but never reaches the
-  end of the WAL, so SQLite cannot start it afresh and the file grows (by 60-75 KB per
-  message). Cutting a file of hundreds of MB back takes 100 ms and more, and the store
-  cannot commit meanwhile, so the checkpointer does it only once the store has been
-  quiet for ``QUIET_CHECKS`` checkpoints in a row (the WAL caught up and unwritten):
+  end of the WAL, so SQLite cannot start it afresh and the file grows (by 20-35 KB a
+  message; 60-75 KB on a store made with 4 KiB pages). Cutting a file of hundreds of MB
+  back takes 100 ms and more, and the store cannot commit meanwhile, so the checkpointer
+  does it only once the store has been quiet for ``QUIET_CHECKS`` checkpoints in a row
+  (the WAL caught up and unwritten):
   a TRUNCATE checkpoint that does not wait for the store. The writer's connection keeps
   no ``journal_size_limit``, with which the first commit after any pause cut the file
   back itself. Starting the log afresh during a load (a RESTART checkpoint) stalled the
@@ -49,8 +50,8 @@ from prpgate.store.sqlite_split import BUSY_TIMEOUT_MS, not_waiting
 __all__ = ["QUIET_CHECKS", "WAL_SIZE_LIMIT", "Checkpointer", "idle_io_priority"]
 
 # A WAL file larger than this is truncated once the store has been quiet for
-# QUIET_CHECKS checkpoints in a row; under sustained load it grows by about 60-75 KB per
-# message at 1 000 msgs/s.
+# QUIET_CHECKS checkpoints in a row; under sustained load it grows by about 20-35 KB a
+# message at 1 000 msgs/s (60-75 KB with 4 KiB pages: ``sqlite.PAGE_SIZE``).
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 QUIET_CHECKS = 5
 
