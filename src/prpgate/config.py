@@ -58,6 +58,14 @@ class Settings(BaseSettings):
         "(Linux, fallocate without changing its size), so commits under sustained load "
         "append into blocks the file already has. 0: none.",
     )
+    sqlite_wal_restart_mb: int = Field(
+        default=1024,
+        ge=0,
+        le=1048576,
+        description="serve, SQLite: under a load that never pauses, once the WAL holds this "
+        "many MiB of frames the checkpoint thread starts it afresh, so the file stops "
+        "growing. 0: never (the WAL then grows until the load pauses).",
+    )
     max_message_bytes: int = Field(
         default=4 * 1024 * 1024, gt=0, description="Larger inbound messages are rejected."
     )

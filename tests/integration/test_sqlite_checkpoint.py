@@ -5,12 +5,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
+from prpgate.config import Settings
 from prpgate.core.pipeline import Engine
+from prpgate.store.factory import open_store
 from prpgate.store.sqlite import SqliteStore
 from prpgate.store.sqlite_checkpoint import QUIET_CHECKS, WAL_SIZE_LIMIT, idle_io_priority
 from tests.conftest import ingest_cbcs, stored_messages, wait_for
@@ -90,6 +93,81 @@ def test_a_long_running_store_truncates_its_wal_once_the_load_pauses(
     finally:
         store.close()
     assert stored_messages(path) == 5 * batch + 1
+
+
+def _write_steadily(
+    store: SqliteStore, engine: Engine, until: Callable[[int], bool], tag: str
+) -> int:
+    """Commit batches of five CBCs 2 ms apart, as a serving store's writer does under a
+    steady load, until ``until(messages so far)`` (at most 60 s); returns how many
+    messages were committed."""
+    started = time.monotonic()
+    written = 0
+    while not until(written):
+        assert time.monotonic() - started < 60, "the condition never came"
+        ingest_cbcs(store, engine, 5, f"{tag}{written:06d}-")
+        written += 5
+        time.sleep(0.002)
+    return written
+
+
+def test_under_unbroken_load_the_wal_is_started_afresh_at_its_limit(
+    tmp_path: Path, engine: Engine
+) -> None:
+    limit = 256 * 1024
+    sizes: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for name, restart in (("restarting", limit), ("growing", 0)):
+        path = tmp_path / f"{name}.sqlite"
+        wal = path.with_name(path.name + "-wal")
+        store = SqliteStore(path, background_checkpoints=True, wal_restart=restart)
+        try:
+            checkpointer = store._checkpointer
+            assert checkpointer is not None
+            assert checkpointer.restart_at == restart
+            checkpointer._interval = 0.05
+            if restart:  # until the WAL was started afresh eight times
+                counts[name] = _write_steadily(
+                    store, engine, lambda _n, c=checkpointer: c.restarts >= 8, "R"
+                )
+            else:  # as many messages, the same way, with no restarts
+                counts[name] = _write_steadily(
+                    store, engine, lambda n: n >= counts["restarting"], "G"
+                )
+                assert checkpointer.restarts == 0
+            assert checkpointer.truncations == 0  # the load never paused long enough
+            sizes[name] = wal.stat().st_size
+        finally:
+            store.close()
+        # nothing lost, nothing broken
+        assert stored_messages(path) == counts[name]
+        db = sqlite3.connect(str(path))
+        try:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        finally:
+            db.close()
+    # the restarted WAL was written from its start again; the other one only grew
+    assert sizes["restarting"] * 2 < sizes["growing"], sizes
+
+
+def test_a_serving_store_restarts_its_wal_at_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = open_store(Settings(store=tmp_path / "a.sqlite"), long_running=True)
+    monkeypatch.setenv("PRPGATE_SQLITE_WAL_RESTART_MB", "3")
+    three = open_store(Settings(store=tmp_path / "b.sqlite"), long_running=True)
+    monkeypatch.setenv("PRPGATE_SQLITE_WAL_RESTART_MB", "0")
+    off = open_store(Settings(store=tmp_path / "c.sqlite"), long_running=True)
+    try:
+        limits = []
+        for store in (default, three, off):
+            assert isinstance(store, SqliteStore)
+            assert store._checkpointer is not None
+            limits.append(store._checkpointer.restart_at)
+    finally:
+        for store in (default, three, off):
+            store.close()
+    assert limits == [1024 * 1024 * 1024, 3 * 1024 * 1024, 0]
 
 
 def test_a_wal_the_writer_holds_is_not_truncated_under_it(tmp_path: Path, engine: Engine) -> None:

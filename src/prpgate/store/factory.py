@@ -88,6 +88,7 @@ def open_store(
             background_checkpoints=long_running,
             writer_lock=settings.mllp_workers > 1,
             wal_reserve=settings.sqlite_wal_reserve_mb * 1024 * 1024,
+            wal_restart=settings.sqlite_wal_restart_mb * 1024 * 1024,
         )
     from prpgate.store.postgres import PostgresStore
 

@@ -58,7 +58,8 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
     processes writing one file hand the write lock on at once instead of sleeping in
     SQLite's busy handler (``serve`` with several MLLP workers). ``wal_reserve``: bytes
     of disk the background checkpointer keeps reserved past the WAL file's end
-    (``disk_reserve``).
+    (``disk_reserve``); ``wal_restart``: bytes of WAL frames after which it starts the WAL
+    afresh under a load that never pauses (``sqlite_checkpoint``; 0: never).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
         background_checkpoints: bool = False,
         writer_lock: bool = False,
         wal_reserve: int = 0,
+        wal_restart: int = 0,
     ) -> None:
         self.path = Path(path)
         self._checkpointer: Checkpointer | None = None
@@ -91,7 +93,9 @@ class SqliteStore(SqliteOutboxMixin, SqlReads):
             if background_checkpoints:
                 # commits never checkpoint themselves; a thread does it (sqlite_checkpoint)
                 self._db.execute("PRAGMA wal_autocheckpoint=0")
-                self._checkpointer = Checkpointer(self.path, wal_reserve=wal_reserve)
+                self._checkpointer = Checkpointer(
+                    self.path, wal_reserve=wal_reserve, restart_at=wal_restart
+                )
                 self._checkpointer.start()
         except (sqlite3.Error, OSError) as exc:
             folder = self.path.parent
