@@ -150,6 +150,38 @@ def test_under_unbroken_load_the_wal_is_started_afresh_at_its_limit(
     assert sizes["restarting"] * 2 < sizes["growing"], sizes
 
 
+def test_a_reader_of_the_wal_holds_up_a_restart_but_not_the_commits(
+    tmp_path: Path, engine: Engine
+) -> None:
+    path = tmp_path / "store.sqlite"
+    store = SqliteStore(path, background_checkpoints=True, wal_restart=64 * 1024)
+    reader = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        # before the first checkpoint (1 s after the start): frames in the WAL, and a
+        # reader whose snapshot needs them (a FHIR search in the middle of its read)
+        ingest_cbcs(store, engine, 20, "A")
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM messages").fetchone() == (20,)
+        checkpointer._interval = 0.05
+        passes = checkpointer.checkpoints
+        batches = 0
+        while checkpointer.checkpoints < passes + 10:  # each pass tries a RESTART
+            ingest_cbcs(store, engine, 5, f"B{batches:04d}-")
+            batches += 1
+        # no restart under the reader, and the commits went on: a RESTART that waited
+        # out the store's 10 s busy timeout for the reader would have held them all
+        assert checkpointer.restarts == 0
+        assert batches >= 20
+        reader.execute("COMMIT")  # the search ends: the next passes restart the WAL
+        wait_for("a restart", lambda: checkpointer.restarts >= 1, 15)
+    finally:
+        reader.close()
+        store.close()
+    assert stored_messages(path) == 20 + 5 * batches
+
+
 def test_a_serving_store_restarts_its_wal_at_the_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,11 +54,12 @@ import structlog
 
 from prpgate.store.borrowed_fd import BorrowedDescriptor
 from prpgate.store.disk_reserve import DiskReserve
-from prpgate.store.sqlite_split import BUSY_TIMEOUT_MS, not_waiting
+from prpgate.store.sqlite_split import BUSY_TIMEOUT_MS, WAIT_FOR_WRITERS, not_waiting
 
 __all__ = [
     "CATCH_UP_PASSES",
     "QUIET_CHECKS",
+    "RESTART_WAIT_MS",
     "WAL_SIZE_LIMIT",
     "Checkpointer",
     "idle_io_priority",
@@ -70,11 +71,16 @@ __all__ = [
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 QUIET_CHECKS = 5
 CATCH_UP_PASSES = 2  # passive passes between the database file's sync and a RESTART
+# How long a RESTART may wait, for the writer's lock and then for readers of the WAL: it
+# holds the commits while it waits for the readers, so a long read (a FHIR search) must
+# not hold them for SQLite's usual busy timeout. Busy, it is tried at the next pass.
+RESTART_WAIT_MS = 20
 
 _PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
 _TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
 _RESTART = "PRAGMA wal_checkpoint(RESTART)"
 _PAGE_SIZE = "PRAGMA page_size"
+_RESTART_WAIT = f"PRAGMA busy_timeout={RESTART_WAIT_MS}"
 
 
 def idle_io_priority() -> bool:
@@ -187,15 +193,20 @@ class Checkpointer:
 
     def _restart(self, db: sqlite3.Connection, frames: int) -> None:
         """Start the WAL afresh under load: sync the database file, catch up, RESTART.
-        The RESTART waits (the busy timeout) for the writer's lock, then holds the
-        commits while it copies the last frames; busy, it is tried at the next pass."""
+        The RESTART waits up to ``RESTART_WAIT_MS`` for the writer's lock and for the
+        WAL's readers, holding the commits while it waits for the readers and copies
+        the last frames; busy, it is tried at the next pass."""
         started = time.perf_counter()
         synced = self._database.datasync()
         sync_ms = round((time.perf_counter() - started) * 1000, 1)
         for _ in range(CATCH_UP_PASSES):
             db.execute(_PASSIVE).fetchone()
         held = time.perf_counter()
-        busy, _, _ = db.execute(_RESTART).fetchone()
+        db.execute(_RESTART_WAIT)
+        try:
+            busy, _, _ = db.execute(_RESTART).fetchone()
+        finally:
+            db.execute(WAIT_FOR_WRITERS)
         if not busy:
             self.restarts += 1
             ms = round((time.perf_counter() - held) * 1000, 1)
