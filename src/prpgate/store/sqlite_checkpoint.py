@@ -32,9 +32,11 @@ Two more things keep the checkpoints out of the commits' way:
   wait on: it syncs the database file first (through a descriptor SQLite has open,
   ``borrowed_fd``: the pages earlier checkpoints copied, most of them already written
   back by the kernel by then), runs two more passive passes to catch up, and then a
-  RESTART checkpoint, which holds the commits only while it copies the last frames and
-  syncs what they touched (3-9 ms measured). The next commit writes from the start of
-  the file, so the file stays at about that size however long the load lasts.
+  RESTART checkpoint, which holds the commits only while it copies the last frames,
+  syncs what they touched and waits for the WAL's readers (3-9 ms measured; at most
+  ``RESTART_WAIT_MS`` of waiting, then it is tried again at the next pass). The next
+  commit writes from the start of the file, so the file stays at about that size however
+  long the load lasts.
 * While it grows, every commit's sync also allocated the file's new blocks, through the
   file system journal the other syncs wait on too; about one 6 s run in three at
   1 000 msgs/s had a commit of 20-60 ms and dozens of ACKs over 50 ms. The checkpointer
