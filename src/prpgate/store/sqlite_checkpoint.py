@@ -56,7 +56,7 @@ import structlog
 
 from prpgate.store.borrowed_fd import BorrowedDescriptor
 from prpgate.store.disk_reserve import DiskReserve
-from prpgate.store.sqlite_split import BUSY_TIMEOUT_MS, WAIT_FOR_WRITERS, not_waiting
+from prpgate.store.sqlite_split import BRIEF_WAIT_MS, BUSY_TIMEOUT_MS, not_waiting
 
 __all__ = [
     "CATCH_UP_PASSES",
@@ -76,13 +76,12 @@ CATCH_UP_PASSES = 2  # passive passes between the database file's sync and a RES
 # How long a RESTART may wait, for the writer's lock and then for readers of the WAL: it
 # holds the commits while it waits for the readers, so a long read (a FHIR search) must
 # not hold them for SQLite's usual busy timeout. Busy, it is tried at the next pass.
-RESTART_WAIT_MS = 20
+RESTART_WAIT_MS = BRIEF_WAIT_MS
 
 _PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
 _TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
 _RESTART = "PRAGMA wal_checkpoint(RESTART)"
 _PAGE_SIZE = "PRAGMA page_size"
-_RESTART_WAIT = f"PRAGMA busy_timeout={RESTART_WAIT_MS}"
 
 
 def idle_io_priority() -> bool:
@@ -204,11 +203,8 @@ class Checkpointer:
         for _ in range(CATCH_UP_PASSES):
             db.execute(_PASSIVE).fetchone()
         held = time.perf_counter()
-        db.execute(_RESTART_WAIT)
-        try:
+        with not_waiting(db, briefly=True):
             busy, _, _ = db.execute(_RESTART).fetchone()
-        finally:
-            db.execute(WAIT_FOR_WRITERS)
         if not busy:
             self.restarts += 1
             ms = round((time.perf_counter() - held) * 1000, 1)

@@ -26,21 +26,32 @@ from prpgate.errors import StoreError
 from prpgate.store.sqlite_session import SqliteSession
 from prpgate.store.sqlite_writer_lock import WriterLock
 
-__all__ = ["BUSY_TIMEOUT_MS", "WAIT_FOR_WRITERS", "SplitTransaction", "not_waiting"]
+__all__ = [
+    "BRIEF_WAIT_MS",
+    "BUSY_TIMEOUT_MS",
+    "WAIT_FOR_WRITERS",
+    "SplitTransaction",
+    "not_waiting",
+]
 
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000  # a store connection's wait for another writer
 WAIT_FOR_WRITERS = f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}"  # a store connection's setting
 _NO_WAIT = "PRAGMA busy_timeout=0"
+# A wait that holds other writers up meanwhile (a RESTART checkpoint waiting for the WAL's
+# readers), so it must stay short: a caller that is still busy after it tries again later.
+BRIEF_WAIT_MS = 20
+_BRIEF_WAIT = f"PRAGMA busy_timeout={BRIEF_WAIT_MS}"
 _SQLITE_BUSY = 5  # SQLite's primary result code for "database is locked"
 
 
 @contextmanager
-def not_waiting(db: sqlite3.Connection) -> Iterator[None]:
+def not_waiting(db: sqlite3.Connection, *, briefly: bool = False) -> Iterator[None]:
     """Statements in the block fail at once (SQLITE_BUSY) where another connection holds
-    what they need, instead of waiting; the store's busy timeout is back after it."""
-    db.execute(_NO_WAIT)
+    what they need, instead of waiting (``briefly``: after waiting at most
+    ``BRIEF_WAIT_MS``); the store's busy timeout is back after it."""
+    db.execute(_BRIEF_WAIT if briefly else _NO_WAIT)
     try:
         yield
     finally:
