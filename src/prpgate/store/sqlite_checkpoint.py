@@ -22,21 +22,20 @@ Two more things keep the checkpoints out of the commits' way:
   message; 60-75 KB on a store made with 4 KiB pages). Cutting a file of hundreds of MB
   back takes 100 ms and more, and the store cannot commit meanwhile, so the checkpointer
   does it only once the store has been quiet for ``QUIET_CHECKS`` checkpoints in a row
-  (the WAL caught up and unwritten):
-  a TRUNCATE checkpoint that does not wait for the store. The writer's connection keeps
-  no ``journal_size_limit``, with which the first commit after any pause cut the file
-  back itself. Starting the log afresh during a load (a RESTART checkpoint) stalled the
-  commits 17 ms each time, so the WAL is left to grow while the load lasts, up to
-  ``restart_at`` bytes of frames (``sqlite_wal_restart_mb``, default 1 GiB: about 30 s
-  at 1 000 msgs/s). Then the checkpointer starts it afresh with little for the writer to
-  wait on: it syncs the database file first (through a descriptor SQLite has open,
-  ``borrowed_fd``: the pages earlier checkpoints copied, most of them already written
-  back by the kernel by then), runs two more passive passes to catch up, and then a
-  RESTART checkpoint, which holds the commits only while it copies the last frames,
-  syncs what they touched and waits for the WAL's readers (3-9 ms measured; at most
-  ``RESTART_WAIT_MS`` of waiting, then it is tried again at the next pass). The next
-  commit writes from the start of the file, so the file stays at about that size however
-  long the load lasts.
+  (the WAL caught up and unwritten): a TRUNCATE checkpoint that does not wait for the
+  store. The writer's connection keeps no ``journal_size_limit``, with which the first
+  commit after any pause cut the file back itself. Starting the log afresh during a load
+  (a RESTART checkpoint) stalled the commits 17 ms each time, so the WAL is left to grow
+  while the load lasts, up to ``restart_at`` bytes of frames (``sqlite_wal_restart_mb``,
+  default 1 GiB: about 30 s at 1 000 msgs/s). Then the checkpointer starts it afresh
+  with little for the writer to wait on: it syncs the database file first (through a
+  descriptor SQLite has open, ``borrowed_fd``: the pages earlier checkpoints copied,
+  most of them already written back by the kernel by then), runs two more passive passes
+  to catch up, and then a RESTART checkpoint, which holds the commits only while it
+  copies the last frames, syncs what they touched and waits for the WAL's readers (3-9
+  ms measured; at most ``RESTART_WAIT_MS`` of waiting, then it is tried again at the
+  next pass). The next commit writes from the start of the file, so the file stays at
+  about that size however long the load lasts.
 * While it grows, every commit's sync also allocated the file's new blocks, through the
   file system journal the other syncs wait on too; about one 6 s run in three at
   1 000 msgs/s had a commit of 20-60 ms and dozens of ACKs over 50 ms. The checkpointer
