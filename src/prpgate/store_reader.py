@@ -17,16 +17,30 @@ its own. A read sees every commit that finished before it started.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from prpgate.errors import StoreError
 from prpgate.ports import Store
 
-__all__ = ["StoreReader"]
+__all__ = ["StoreReader", "store_answer"]
 
 T = TypeVar("T")
+
+
+async def store_answer(work: Awaitable[T], *, timeout: float, failed: str) -> T:
+    """``work``'s result within ``timeout`` seconds, for a read of the store (this
+    module's, or the store writer's between batches). Raises StoreError: on a timeout,
+    as it was, or ``<failed>: ...`` chained to any other failure."""
+    try:
+        return await asyncio.wait_for(work, timeout)
+    except TimeoutError as exc:
+        raise StoreError(f"the store did not answer within {timeout} s") from exc
+    except StoreError:
+        raise
+    except Exception as exc:  # any failure of the read: report, chained
+        raise StoreError(f"{failed}: {exc}") from exc
 
 
 class StoreReader:
@@ -46,14 +60,7 @@ class StoreReader:
         if self._closed:
             raise StoreError("the store reader is closed")
         work = asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn)
-        try:
-            return await asyncio.wait_for(work, timeout)
-        except TimeoutError as exc:
-            raise StoreError(f"the store did not answer within {timeout} s") from exc
-        except StoreError:
-            raise
-        except Exception as exc:  # any failure of the read: report, chained
-            raise StoreError(f"store read failed: {exc}") from exc
+        return await store_answer(work, timeout=timeout, failed="store read failed")
 
     def _run(self, fn: Callable[[Store], T]) -> T:
         if self._store is None:

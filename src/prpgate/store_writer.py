@@ -39,6 +39,7 @@ from prpgate.errors import StoreConflictError, StoreError
 from prpgate.ingest import Ingested, ingest
 from prpgate.ports import MessageRecord, Store, StoreSession
 from prpgate.store.sqlite import SqliteStore
+from prpgate.store_reader import store_answer
 
 if TYPE_CHECKING:
     from prpgate.serve import ServeMetrics
@@ -135,14 +136,7 @@ class StoreWriter:
         """
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._enqueue(_Job(fut, call=fn))
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError as exc:
-            raise StoreError(f"the store did not answer within {timeout} s") from exc
-        except Exception as exc:  # any failure of the store call: report, chained
-            if isinstance(exc, StoreError):
-                raise
-            raise StoreError(f"store call failed: {exc}") from exc
+        return await store_answer(fut, timeout=timeout, failed="store call failed")
 
     def _enqueue(self, job: _Job) -> None:
         if self._stopped:
