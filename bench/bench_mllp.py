@@ -11,13 +11,18 @@ small shared machine, so the median is reported with each run's figure); the sam
 without disk reserved past the WAL's end (``sqlite_wal_reserve_mb=0``, the reserve's
 baseline); the top rate alone, three times, on a fresh store (the p99 grows with the
 store); durable with two MLLP workers (``mllp_workers=2``); and with fsync off
-(throughput only). Each server starts on a quiet disk: the one before's store is removed
-and the page cache flushed first (``settle_disk``).
+(throughput only). A second baseline, a bare durable server (``durable_echo``: each
+frame stored in SQLite and acknowledged after its commit, group commit, nothing else),
+runs the same phases as the first: what a durable ACK costs on this machine, so what
+remains between it and serve is prpgate's work per message. Each server starts on a
+quiet disk: the one before's store is removed and the page cache flushed first
+(``settle_disk``).
 
 A last phase holds the top rate without a pause (``--long-seconds``, 120 by default) on
 a store that has just taken the unpaced phase, with ``/metrics`` scraped every second
 (a Prometheus scrape refreshes the outbox gauges, and no delivery is configured, so the
 undelivered backlog only grows): the figure an interface engine sees in a busy hour.
+The bare durable server then holds the same load (nothing to scrape).
 
 The client shares the machine's cores with the server: on a small machine the
 figures are a floor, and the echo baseline shows what the client alone can drive.
@@ -49,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_replay import ABNORMAL, NORMAL, templates  # same folder: the same message mix
+from durable_echo import durable_echo_server
 from processes import serve_command, settle_disk, start, stop, until_terminated
 from prpgate.config import Settings
 from prpgate.core.mllp import Deframer, Frame, frame
@@ -279,16 +285,24 @@ def measure(
 
 
 @contextlib.contextmanager
-def serving(base: Path, name: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
-    """`prpgate serve` on the store ``store-<name>.sqlite`` in ``base``, started on a quiet
-    disk (nothing of the measurements before is still being written): its MLLP and HTTP
-    ports. Stopped at the end, its store removed and the disk settled again."""
+def serving(
+    base: Path, name: str, env: dict[str, str], *, baseline: bool = False
+) -> Iterator[tuple[int, int | None]]:
+    """`prpgate serve` on the store ``store-<name>.sqlite`` in ``base`` (with ``baseline``,
+    the bare durable server of ``durable_echo`` on that file instead), started on a quiet
+    disk (nothing of the measurements before is still being written): its MLLP port, and
+    its HTTP port (None for the baseline). Stopped at the end, its store removed and the
+    disk settled again."""
     store = base / f"store-{name}.sqlite"
     ready = base / "serve.json"
+    if baseline:
+        cmd = [sys.executable, __file__, "--durable-echo-server", str(ready), str(store)]
+    else:
+        cmd = serve_command(ready, "--store", str(store))
     settle_disk()
-    serve, port = start(serve_command(ready, "--store", str(store)), ready, env)
+    serve, port = start(cmd, ready, env)
     try:
-        yield port, int(json.loads(ready.read_text())["http_port"])
+        yield port, json.loads(ready.read_text()).get("http_port")
     finally:
         stop(serve)
         sidecars = (store.with_name(store.name + end) for end in ("-wal", "-shm"))
@@ -296,18 +310,19 @@ def serving(base: Path, name: str, env: dict[str, str]) -> Iterator[tuple[int, i
 
 
 def unbroken(
-    port: int, http_port: int, n: int, rate: float, seconds: float, driver: Driver
+    port: int, http_port: int | None, n: int, rate: float, seconds: float, driver: Driver
 ) -> dict[str, float]:
     """n messages over 1 and over 8 connections unpaced, then ``rate`` msgs/s over 8
     connections for ``seconds`` without a pause, while a thread GETs ``/metrics`` every
-    second: that run's figures, with how many scrapes answered and their slowest (ms)."""
+    second (none without ``http_port``): that run's figures, with how many scrapes
+    answered and their slowest (ms)."""
     measure(port, n, "U", [], 0.0, driver)  # the unpaced phase only
     done = threading.Event()
     scrapes: list[float] = []
 
     def scrape() -> None:
         url = f"http://127.0.0.1:{http_port}/metrics"
-        while not done.wait(1.0):
+        while http_port is not None and not done.wait(1.0):
             t0 = time.perf_counter()
             with urllib.request.urlopen(url, timeout=30) as resp:
                 resp.read()
@@ -364,12 +379,16 @@ def main() -> int:
     )
     parser.add_argument("--echo-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--mirror-echo-server", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--durable-echo-server", type=Path, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         asyncio.run(echo_server(args.echo_server))
         return 0
     if args.mirror_echo_server:
         asyncio.run(echo_server(args.mirror_echo_server, mirrored_ack))
+        return 0
+    if args.durable_echo_server:
+        asyncio.run(durable_echo_server(*args.durable_echo_server, mirrored_ack))
         return 0
     n = 5_000 if args.quick else args.messages
     rates = [float(r) for r in args.rates.split(",") if r]
@@ -410,14 +429,17 @@ def main() -> int:
                 results[name] = measure(
                     port, n, tag, offered, seconds, driver, repeats=repeats, unpaced=unpaced
                 )
+        # the bare durable server (durable_echo), driven as serve is: what a durable ACK
+        # costs on this machine without prpgate's work per message
+        with serving(base, "durable", env, baseline=True) as (port, _):
+            results["durable"] = measure(port, n, "D", rates, seconds, driver, repeats=args.repeats)
         long_seconds = min(args.long_seconds, 20.0) if args.quick else args.long_seconds
         if rates and long_seconds > 0:
-            with serving(base, "serve_long", {**env, **durable_env}) as (port, http_port):
-                results["serve_long"] = {
-                    f"r{int(max(rates))}": unbroken(
-                        port, http_port, n, max(rates), long_seconds, driver
-                    )
-                }
+            for name, baseline in (("serve_long", False), ("durable_long", True)):
+                with serving(base, name, {**env, **durable_env}, baseline=baseline) as ports:
+                    results[name] = {
+                        f"r{int(max(rates))}": unbroken(*ports, n, max(rates), long_seconds, driver)
+                    }
         durable, two, no_fsync = results["serve"], results["serve_w2"], results["serve_nofsync"]
         writer_alone = ingest_only(messages(n, "I"), base)
     figures: dict[str, Any] = {
@@ -446,6 +468,7 @@ def main() -> int:
     print(f"  {'server':<34}{'conns':>6}{'msgs/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
     for label, res in (
         ("bare asyncio echo (baseline)", bare),
+        ("bare durable server (baseline)", results["durable"]),
         ("prpgate serve, durable ACK", durable),
         ("serve, durable, 2 MLLP workers", two),
         ("prpgate serve, fsync off", no_fsync),
@@ -469,6 +492,7 @@ def main() -> int:
     for rate in rates:
         for label, res in (
             ("bare asyncio echo", bare),
+            ("bare durable server", results["durable"]),
             ("prpgate serve, durable", durable),
             ("serve, durable, no WAL reserve", results["serve_noreserve"]),
             ("serve, durable, fresh store", results["serve_fresh"]),
@@ -491,6 +515,11 @@ def main() -> int:
             f"after {2 * n:,} messages, /metrics scraped every second ({r['scrapes']:.0f}, "
             f"slowest {r['scrape_max_ms']:.1f} ms): achieved {r['msgs_per_s']:,.0f}/s  "
             f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+        )
+    for r in results.get("durable_long", {}).values():
+        print(
+            f"  the same on the bare durable server (baseline, nothing scraped): achieved "
+            f"{r['msgs_per_s']:,.0f}/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
         )
     print("  targets: >= 3 000 msgs/s over 8 connections durable; p99 <= 10 ms at 1 000 msgs/s")
     print_send_figures(ceiling, durable["c8"]["msgs_per_s"], args.serve_client)

@@ -166,6 +166,17 @@ def _mllp(f: dict[str, Any]) -> list[Row]:
                 f"{f[f'echo_{c}_msgs_per_s'] / f[f'serve_{c}_msgs_per_s']:.1f}× slower",
             )
         )
+        if f"durable_{c}_msgs_per_s" in f:
+            rows.append(
+                (
+                    f"MLLP, bare durable server (baseline: SQLite, group commit), {label}, "
+                    "msgs/s (p50 / p99 ms)",
+                    f"{_n(f[f'durable_{c}_msgs_per_s'])} ({f[f'durable_{c}_p50_ms']:.1f} / "
+                    f"{f[f'durable_{c}_p99_ms']:.1f})",
+                    f"prpgate serve {_n(f[f'serve_{c}_msgs_per_s'])}",
+                    f"{f[f'durable_{c}_msgs_per_s'] / f[f'serve_{c}_msgs_per_s']:.1f}× serve",
+                )
+            )
         rows.append(
             (
                 f"MLLP, prpgate serve, fsync off, {label}, msgs/s",
@@ -188,6 +199,7 @@ def _mllp(f: dict[str, Any]) -> list[Row]:
     for rate in rates:
         for key, who in (
             (f"serve_r{int(rate)}", ""),
+            (f"durable_r{int(rate)}", ", bare durable server (baseline)"),
             (f"serve_noreserve_r{int(rate)}", ", no disk reserved past the WAL (baseline)"),
             (f"serve_fresh_r{int(rate)}", ", fresh store"),
             (f"serve_w2_r{int(rate)}", ", 2 workers"),
@@ -218,6 +230,18 @@ def _mllp(f: dict[str, Any]) -> list[Row]:
                 f"({_n(f[f'{key}_msgs_per_s'])} msgs/s done)",
                 f"echo at {top:,} msgs/s p99 {f[f'echo_r{top}_p99_ms']:.1f}; fresh store, "
                 f"6 s runs, p99 {f[f'serve_fresh_r{top}_p99_ms']:.1f}",
+                "",
+            )
+        )
+    key = f"durable_long_r{int(max(rates))}" if rates else ""
+    if f"{key}_p99_ms" in f:
+        rows.append(
+            (
+                f"MLLP ACK latency, the same {f['long_seconds']:.0f} s on the bare durable server "
+                "(baseline, nothing scraped), p50 / p99 ms",
+                f"{f[f'{key}_p50_ms']:.1f} / {f[f'{key}_p99_ms']:.1f} "
+                f"({_n(f[f'{key}_msgs_per_s'])} msgs/s done)",
+                "",
                 "",
             )
         )
