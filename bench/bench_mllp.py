@@ -55,7 +55,7 @@ from typing import Any
 
 from bench_replay import ABNORMAL, NORMAL, templates  # same folder: the same message mix
 from durable_echo import durable_echo_server
-from processes import serve_command, settle_disk, start, stop, until_terminated
+from processes import listen_until_terminated, serve_command, settle_disk, start, stop
 from prpgate.config import Settings
 from prpgate.core.mllp import Deframer, Frame, frame
 from prpgate.engine import build_engine
@@ -132,11 +132,7 @@ async def echo_server(ready_file: Path, ack: Callable[[bytes], bytes] = fixed_ac
         finally:
             writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0, limit=1 << 22)
-    port = server.sockets[0].getsockname()[1]
-    ready_file.write_text(json.dumps({"mllp_port": port, "pid": os.getpid()}))
-    await until_terminated()
-    server.close()
+    await listen_until_terminated(answer, ready_file)
 
 
 # ------------------------------------------------------------------ client

@@ -11,14 +11,12 @@ Run from bench_mllp (``--durable-echo-server``), as its own process, until SIGTE
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from processes import until_terminated
+from processes import listen_until_terminated
 
 _Pending = tuple[bytes, asyncio.Future[None]]
 
@@ -89,9 +87,5 @@ async def durable_echo_server(ready_file: Path, db: Path, ack: Callable[[bytes],
             await responder
             writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0, limit=1 << 22)
-    port = server.sockets[0].getsockname()[1]
-    ready_file.write_text(json.dumps({"mllp_port": port, "pid": os.getpid()}))
-    await until_terminated()
-    server.close()
+    await listen_until_terminated(answer, ready_file)
     committer.cancel()
