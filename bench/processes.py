@@ -80,13 +80,11 @@ async def until_terminated() -> None:
 async def listen_until_terminated(
     answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
     ready_file: Path,
-    *,
-    port_key: str = "mllp_port",
 ) -> None:
     """A baseline TCP server on a free loopback port, ``answer`` for each connection: its
     ready file written once it listens, closed at SIGTERM."""
     server = await asyncio.start_server(answer, "127.0.0.1", 0, limit=1 << 22)
     port = server.sockets[0].getsockname()[1]
-    ready_file.write_text(json.dumps({port_key: port, "pid": os.getpid()}))
+    ready_file.write_text(json.dumps({"mllp_port": port, "pid": os.getpid()}))
     await until_terminated()
     server.close()
