@@ -33,8 +33,8 @@ Two more things keep the checkpoints out of the commits' way:
   most of them already written back by the kernel by then), runs two more passive passes
   to catch up, and then a RESTART checkpoint, which holds the commits only while it
   copies the last frames, syncs what they touched and waits for the WAL's readers (3-9
-  ms measured; at most ``RESTART_WAIT_MS`` of waiting, then it is tried again at the
-  next pass). The next commit writes from the start of the file, so the file stays at
+  ms measured; at most ``sqlite_split.BRIEF_WAIT_MS`` of waiting, then it is tried again
+  at the next pass). The next commit writes from the start of the file, so the file stays at
   about that size however long the load lasts.
 * While it grows, every commit's sync also allocated the file's new blocks, through the
   file system journal the other syncs wait on too; about one 6 s run in three at
@@ -55,12 +55,11 @@ import structlog
 
 from prpgate.store.borrowed_fd import BorrowedDescriptor
 from prpgate.store.disk_reserve import DiskReserve
-from prpgate.store.sqlite_split import BRIEF_WAIT_MS, BUSY_TIMEOUT_MS, not_waiting
+from prpgate.store.sqlite_split import BUSY_TIMEOUT_MS, not_waiting
 
 __all__ = [
     "CATCH_UP_PASSES",
     "QUIET_CHECKS",
-    "RESTART_WAIT_MS",
     "WAL_SIZE_LIMIT",
     "Checkpointer",
     "idle_io_priority",
@@ -72,10 +71,6 @@ __all__ = [
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 QUIET_CHECKS = 5
 CATCH_UP_PASSES = 2  # passive passes between the database file's sync and a RESTART
-# How long a RESTART may wait, for the writer's lock and then for readers of the WAL: it
-# holds the commits while it waits for the readers, so a long read (a FHIR search) must
-# not hold them for SQLite's usual busy timeout. Busy, it is tried at the next pass.
-RESTART_WAIT_MS = BRIEF_WAIT_MS
 
 _PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
 _TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
@@ -193,9 +188,10 @@ class Checkpointer:
 
     def _restart(self, db: sqlite3.Connection, frames: int) -> None:
         """Start the WAL afresh under load: sync the database file, catch up, RESTART.
-        The RESTART waits up to ``RESTART_WAIT_MS`` for the writer's lock and for the
-        WAL's readers, holding the commits while it waits for the readers and copies
-        the last frames; busy, it is tried at the next pass."""
+        The RESTART waits up to ``sqlite_split.BRIEF_WAIT_MS`` for the writer's lock and
+        for the WAL's readers, holding the commits while it waits for the readers and
+        copies the last frames, so a long read (a FHIR search) cannot hold them for the
+        store's busy timeout; busy, it is tried at the next pass."""
         started = time.perf_counter()
         synced = self._database.datasync()
         sync_ms = round((time.perf_counter() - started) * 1000, 1)
