@@ -78,12 +78,13 @@ def test_a_long_running_store_truncates_its_wal_once_the_load_pauses(
         checkpointer._interval = 0.1
         # commits back to back (the WAL only grows) until more checkpoints have run than
         # the quiet stretch a truncation waits for; a slow machine only takes longer
-        deadline = time.monotonic() + 60
-        batch = 0
-        while batch < 10 or checkpointer.checkpoints < QUIET_CHECKS + 2:
-            assert time.monotonic() < deadline, "the checkpointer did not run under the writes"
-            ingest_cbcs(store, engine, 5, f"G{batch:04d}-")
-            batch += 1
+        written = _write_steadily(
+            store,
+            engine,
+            lambda n: n >= 50 and checkpointer.checkpoints >= QUIET_CHECKS + 2,
+            "G",
+            pause=0.0,
+        )
         # none of those checkpoints truncated under the writes
         assert checkpointer.truncations == 0
         assert wal.stat().st_size > 4 * small
@@ -94,22 +95,28 @@ def test_a_long_running_store_truncates_its_wal_once_the_load_pauses(
         ingest_cbcs(store, engine, 1, "AFTER")  # the store writes on into the emptied WAL
     finally:
         store.close()
-    assert stored_messages(path) == 5 * batch + 1
+    assert stored_messages(path) == written + 1
 
 
 def _write_steadily(
-    store: SqliteStore, engine: Engine, until: Callable[[int], bool], tag: str
+    store: SqliteStore,
+    engine: Engine,
+    until: Callable[[int], bool],
+    tag: str,
+    *,
+    pause: float = 0.002,
 ) -> int:
-    """Commit batches of five CBCs 2 ms apart, as a serving store's writer does under a
-    steady load, until ``until(messages so far)`` (at most 60 s); returns how many
-    messages were committed."""
+    """Commit batches of five CBCs ``pause`` s apart (2 ms: as a serving store's writer
+    does under a steady load; 0: back to back), until ``until(messages so far)`` (at most
+    60 s); returns how many messages were committed."""
     started = time.monotonic()
     written = 0
     while not until(written):
         assert time.monotonic() - started < 60, "the condition never came"
         ingest_cbcs(store, engine, 5, f"{tag}{written:06d}-")
         written += 5
-        time.sleep(0.002)
+        if pause:
+            time.sleep(pause)
     return written
 
 
