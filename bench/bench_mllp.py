@@ -11,14 +11,14 @@ small shared machine, so the median is reported with each run's figure); the sam
 without disk reserved past the WAL's end (``sqlite_wal_reserve_mb=0``, the reserve's
 baseline); the top rate alone, three times, on a fresh store (the p99 grows with the
 store); the same with the messages with findings spread one in ten instead of in runs of
-ten (a diagnostic: the store writer takes more than twice as long over a message with
-findings as over one without, so a run of them queues the messages behind it); durable
-with two MLLP workers (``mllp_workers=2``); and with fsync off (throughput only). A
-second baseline, a bare durable server (``durable_echo``: each frame stored in SQLite and
-acknowledged after its commit, group commit, nothing else), runs the same phases as the
-first: what a durable ACK costs on this machine, so what remains between it and serve is
-prpgate's work per message. Each server starts on a quiet disk: the one before's store
-is removed and the page cache flushed first (``settle_disk``).
+ten (a diagnostic: a message with findings is more than twice the work of one without,
+so a run of them queues the messages behind it); durable with two MLLP workers
+(``mllp_workers=2``); and with fsync off (throughput only). A second baseline, a bare
+durable server (``durable_echo``: each frame stored in SQLite and acknowledged after its
+commit, group commit, nothing else), runs the same phases as the first: what a durable
+ACK costs on this machine, so what remains between it and serve is prpgate's work per
+message. Each server starts on a quiet disk: the one before's store is removed and the
+page cache flushed first (``settle_disk``).
 
 A last phase holds the top rate without a pause (``--long-seconds``, 120 by default) on
 a store that has just taken the unpaced phase, with ``/metrics`` scraped every second
