@@ -58,6 +58,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench_replay import ABNORMAL, NORMAL, templates  # same folder: the same message mix
 from durable_echo import durable_echo_server
 from processes import listen_until_terminated, serve_command, settle_disk, start, stop
@@ -73,7 +75,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 32  # messages in flight per connection (a pipelining interface engine)
 ABNORMAL_SHARE = 10  # per hundred messages, as bench_replay's mix
 GOAL_S = 0.010  # the issue's p99 goal at 1 000 msgs/s: ACKs slower than this are counted
-ACK_BUCKET = 'prpgate_ack_latency_seconds_bucket{le="%s"}'  # serve's own ACK latency
+ACK_LATENCY = "prpgate_ack_latency_seconds"  # serve's own ACK latency histogram
 Driver = Callable[[int, list[bytes], int, float | None], Awaitable[dict[str, float]]]
 ECHO_ACK = frame(
     b"MSH|^~\\&|PRPGATE|CLINIC|PRPLAB|NORTHLAB|20260101000000||ACK^R01^ACK|E1|P|2.5.1\rMSA|AA|X\r"
@@ -351,7 +353,7 @@ def unbroken(
             with urllib.request.urlopen(url, timeout=30) as resp:
                 text = resp.read().decode()
             scrapes.append(time.perf_counter() - t0)
-            counts.append((ack_count(text, f"{GOAL_S:g}"), ack_count(text, "+Inf")))
+            counts.append(ack_counts(text, GOAL_S))
 
     scraper = threading.Thread(target=scrape, name="bench-scraper")
     scraper.start()
@@ -368,13 +370,17 @@ def unbroken(
     return out
 
 
-def ack_count(metrics: str, le: str) -> float:
-    """How many ACKs serve's ACK latency histogram counts at or under ``le`` seconds."""
-    line = ACK_BUCKET % le
-    for row in metrics.splitlines():
-        if row.startswith(line):
-            return float(row.rsplit(" ", 1)[1])
-    raise ValueError(f"no {line} in /metrics")
+def ack_counts(metrics: str, within: float) -> tuple[float, float]:
+    """How many ACKs serve's ACK latency histogram counts at or under ``within`` seconds,
+    and in all."""
+    buckets = {
+        float(sample.labels["le"]): sample.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == ACK_LATENCY
+        for sample in family.samples
+        if sample.name == f"{ACK_LATENCY}_bucket"
+    }
+    return buckets[within], buckets[float("inf")]
 
 
 def median_runs(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -68,7 +68,7 @@ async def durable_echo_server(ready_file: Path, db: Path, ack: Callable[[bytes],
     committer = asyncio.create_task(frames.run())
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        owed: asyncio.Queue[tuple[bytes, asyncio.Future[None]] | None] = asyncio.Queue()
+        owed: asyncio.Queue[_Pending | None] = asyncio.Queue()
 
         async def respond() -> None:
             while (item := await owed.get()) is not None:
