@@ -3,7 +3,9 @@ schema) — dedup, control-id reuse, failure isolation, durability, schema versi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import sqlite3
 from pathlib import Path
 
@@ -134,6 +136,51 @@ def test_new_sqlite_store_has_1k_pages(tmp_path: Path, engine: Engine) -> None:
     _ingest(store, engine, load("crp_inr.hl7"))
     store.close()
     assert _page_size(path) == 1024
+
+
+_WITH_FINDINGS = ("cbc_high_wbc.hl7", "cbc_low_wbc.hl7", "v24_cbc.hl7", "crp_inr.hl7")
+
+
+def _numbered(n: int) -> bytes:
+    """One of four fixtures with findings, in turn, with a control id, order numbers and
+    patient of its own."""
+    raw = load(_WITH_FINDINGS[n % len(_WITH_FINDINGS)])
+    raw = raw.replace(raw.split(b"|", 10)[9], f"SPJ{n:06d}".encode(), 1)
+    raw = raw.replace(b"NF4", f"N{n:06d}-".encode()).replace(b"PL4", f"P{n:06d}-".encode())
+    return raw.replace(b"ZQ700", f"Z{n:06d}".encode())
+
+
+def _sqlite_temp_files() -> list[str]:
+    """The temporary files SQLite holds open in this process (``etilqs_`` names)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # a descriptor closed while listing
+            target = os.readlink(fd)
+            if "etilqs_" in target:
+                found.append(target)
+    return found
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/fd").is_dir(), reason="lists the open files through /proc (Linux)"
+)
+def test_savepoint_journal_of_a_batch_stays_in_memory(tmp_path: Path, engine: Engine) -> None:
+    # Every message's savepoint journals the pages it changes. On a store of a thousand
+    # messages these passed SQLite's 64 KiB spill threshold within a batch, and the
+    # journal went to a temporary file (checked with temp_store=DEFAULT).
+    store = SqliteStore(tmp_path / "s.sqlite")
+    with store.session() as s:
+        for n in range(1000):
+            ingest(s, engine, _numbered(n), source="t", received_at=FIXED_NOW)
+    with store.session() as s:
+        batch = [
+            ingest(s, engine, _numbered(n), source="t", received_at=FIXED_NOW)
+            for n in range(1000, 1016)
+        ]
+        open_temp = _sqlite_temp_files()
+    store.close()
+    assert [b.disposition for b in batch] == [Disposition.ACCEPTED] * 16
+    assert open_temp == []
 
 
 def test_store_made_with_4k_pages_keeps_them_and_works(
