@@ -19,12 +19,12 @@ the p99 ACK latency was 11.3 ms (twice) against 17.1 and 24.5 ms with 4 KiB page
 WAL database cannot change it), and works as before.
 
 Savepoint journal in memory (``temp_store=MEMORY``): each message is ingested inside a
-savepoint, and SQLite keeps the original of every page the savepoint changes (up to about 80 on a
-store of a few thousand messages) in a sub-journal. Past 64 KiB that journal moves to a
-temporary file SQLite creates in ``/var/tmp`` and deletes at the end of the transaction,
-and every page after it is two write calls there: about seven a message, on the event
-loop's thread, in batches of eight. In memory it holds one message's pages at most (it
-is emptied as each savepoint is released), under 100 KB.
+savepoint, and SQLite keeps the original of every page the savepoint changes (up to
+about 80 on a store of a few thousand messages) in a sub-journal. Past 64 KiB that
+journal moves to a temporary file SQLite creates in ``/var/tmp`` and deletes at the end
+of the transaction, and every page after it is two write calls there: about seven a
+message, on the event loop's thread, in batches of eight. In memory it holds one
+message's pages at most (it is emptied as each savepoint is released), under 100 KB.
 """
 
 from __future__ import annotations
