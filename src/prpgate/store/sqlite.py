@@ -24,7 +24,9 @@ about 80 on a store of a few thousand messages) in a sub-journal. Past 64 KiB th
 journal moves to a temporary file SQLite creates in ``/var/tmp`` and deletes at the end
 of the transaction, and every page after it is two write calls there: about seven a
 message, on the event loop's thread, in batches of eight. In memory it holds one
-message's pages at most (it is emptied as each savepoint is released), under 100 KB.
+message's pages at most (it is emptied as each savepoint is released), under 100 KB. The
+connection's other temporary structures (a read's sort, the UNION of ``patient_keys``)
+stay in memory too, each about the size of its read's result.
 """
 
 from __future__ import annotations
