@@ -56,7 +56,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -80,6 +80,18 @@ Driver = Callable[[int, list[bytes], int, float | None], Awaitable[dict[str, flo
 ECHO_ACK = frame(
     b"MSH|^~\\&|PRPGATE|CLINIC|PRPLAB|NORTHLAB|20260101000000||ACK^R01^ACK|E1|P|2.5.1\rMSA|AA|X\r"
 )
+
+
+class ServeRun(NamedTuple):
+    """One configuration of `prpgate serve` the benchmark measures (``measure``)."""
+
+    name: str  # its figures' prefix in the results
+    env: dict[str, str]  # settings, over the benchmark's environment
+    tag: str  # its messages' control-id prefix (``messages``)
+    rates: list[float]  # offered rates, each ``repeats`` times in a row
+    repeats: int = 1
+    unpaced: bool = True  # 1 and 8 connections as fast as answered, before the rates
+    spread: bool = False  # findings one in ten instead of in runs (``messages``)
 
 
 def messages(n: int, tag: str, *, spread: bool = False) -> list[bytes]:
@@ -450,47 +462,39 @@ def main() -> int:
             stop(echo)
         ceiling = send_ceiling(base, n, env)
         results: dict[str, dict[str, dict[str, float]]] = {}
-        # (name, environment, tag, rate phase, repeats of each rate, unpaced phase first,
-        # findings spread): durable with one process after the unpaced phase and the lower
-        # rates (by default its store holds 53 500 to 71 500 messages during the top rate's
-        # runs), the same without the disk reserved past the WAL's end (the reserve's
-        # baseline), durable on a fresh store at the top rate alone, the same with the
-        # messages with findings spread one in ten instead of in runs (the runs' share of
-        # the tail), two MLLP workers, and fsync off for throughput only (what durability
-        # costs)
+        # durable with one process after the unpaced phase and the lower rates (by default
+        # its store holds 53 500 to 71 500 messages during the top rate's runs), the same
+        # without the disk reserved past the WAL's end (the reserve's baseline), durable on
+        # a fresh store at the top rate alone, the same with the messages with findings
+        # spread one in ten instead of in runs (the runs' share of the tail), two MLLP
+        # workers, and fsync off for throughput only (what durability costs)
         durable_env = {"PRPGATE_DURABLE": "true"}
         top = [max(rates)] if rates else []
         no_reserve = {"PRPGATE_SQLITE_WAL_RESERVE_MB": "0"}
         workers = {**durable_env, "PRPGATE_MLLP_WORKERS": "2"}
         configs = (
-            ("serve", durable_env, "P", rates, args.repeats, True, False),
-            (
-                "serve_noreserve",
-                {**no_reserve, **durable_env},
-                "R",
-                rates,
-                args.repeats,
-                True,
-                False,
+            ServeRun("serve", durable_env, "P", rates, args.repeats),
+            ServeRun("serve_noreserve", {**no_reserve, **durable_env}, "R", rates, args.repeats),
+            ServeRun("serve_fresh", durable_env, "N", top, args.repeats, unpaced=False),
+            ServeRun(
+                "serve_spread", durable_env, "S", top, args.repeats, unpaced=False, spread=True
             ),
-            ("serve_fresh", durable_env, "N", top, args.repeats, False, False),
-            ("serve_spread", durable_env, "S", top, args.repeats, False, True),
-            ("serve_w2", workers, "W", rates, 1, True, False),
-            ("serve_nofsync", {"PRPGATE_DURABLE": "false"}, "Q", [], 1, True, False),
+            ServeRun("serve_w2", workers, "W", rates),
+            ServeRun("serve_nofsync", {"PRPGATE_DURABLE": "false"}, "Q", []),
         )
         driver = send_drive if args.serve_client == "send" else drive
-        for name, extra, tag, offered, repeats, unpaced, spread in configs:
-            with serving(base, name, {**env, **extra}) as (port, _):
-                results[name] = measure(
+        for run in configs:
+            with serving(base, run.name, {**env, **run.env}) as (port, _):
+                results[run.name] = measure(
                     port,
                     n,
-                    tag,
-                    offered,
+                    run.tag,
+                    run.rates,
                     seconds,
                     driver,
-                    repeats=repeats,
-                    unpaced=unpaced,
-                    spread=spread,
+                    repeats=run.repeats,
+                    unpaced=run.unpaced,
+                    spread=run.spread,
                 )
         # the bare durable server (durable_echo), driven as serve is: what a durable ACK
         # costs on this machine without prpgate's work per message
